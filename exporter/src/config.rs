@@ -1,0 +1,117 @@
+//! The exporter's flags and their validation into a [`Config`]; nothing downstream reads
+//! flags or the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+use common::etcd::{ConfigError, EtcdArgs, EtcdConfig};
+use common::telemetry::LogFormat;
+
+/// etcd-monitor: watches every member of an etcd cluster through the v3 API and their own
+/// /metrics, derives the cluster's state (leader, quorum, split brain, partitions, alarms,
+/// divergence, probe latency) and serves it as Prometheus /metrics, a REST API and JSON.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "etcd-monitor", version)]
+pub struct Args {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+
+    /// Address to serve /metrics and the REST API on.
+    #[arg(long, env = "ETCD_MONITOR_LISTEN", default_value = "0.0.0.0:8080", value_name = "ADDR:PORT")]
+    pub listen: String,
+
+    /// Time between collection cycles (1s at least).
+    #[arg(long, env = "ETCD_MONITOR_INTERVAL", default_value = "5s", value_parser = common::parse_duration)]
+    pub interval: Duration,
+
+    /// Key prefix under which the write probe writes (and the read probes read) one key.
+    /// With etcd auth, the user needs read-write permission on it.
+    #[arg(long, env = "ETCD_MONITOR_PROBE_PREFIX", default_value = "/etcd-monitor/probe/")]
+    pub probe_prefix: String,
+
+    /// Re-expose every metric family of every member's own /metrics with a `member` label.
+    /// When false only etcd_server_quota_backend_bytes and etcd_server_proposals_* are.
+    #[arg(long, env = "ETCD_MONITOR_NATIVE_METRICS", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    pub native_metrics: bool,
+
+    /// How much history /api/v1/metrics/history keeps, in memory.
+    #[arg(long, env = "ETCD_MONITOR_HISTORY_RETENTION", default_value = "1h", value_parser = common::parse_duration)]
+    pub history_retention: Duration,
+
+    /// Origins allowed to call the REST API from a browser (comma separated or repeated).
+    /// CORS is off when none is given.
+    #[arg(long = "cors-origin", env = "ETCD_MONITOR_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Log line format.
+    #[arg(long, env = "ETCD_MONITOR_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub etcd: EtcdConfig,
+    pub listen: SocketAddr,
+    pub interval: Duration,
+    /// Deadline for all the work on one member in a cycle: the command timeout, but at
+    /// most 80% of the interval so that a frozen member cannot stretch the cycle.
+    pub member_timeout: Duration,
+    pub probe_prefix: String,
+    pub native_metrics: bool,
+    pub history_retention: Duration,
+    pub cors_origins: Vec<axum::http::HeaderValue>,
+    pub log_format: LogFormat,
+}
+
+fn invalid(flag: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        flag,
+        message: message.into(),
+    }
+}
+
+impl Config {
+    pub fn from_args(args: Args) -> Result<Self, ConfigError> {
+        let etcd = EtcdConfig::from_args(&args.etcd)?;
+        let listen: SocketAddr = args.listen.parse().map_err(|e| {
+            invalid("--listen", format!("invalid address {:?}: {e}", args.listen))
+        })?;
+        if args.interval < Duration::from_secs(1) {
+            return Err(invalid("--interval", "must be at least 1s"));
+        }
+        if args.interval > Duration::from_secs(3600) {
+            return Err(invalid("--interval", "must be at most 1h"));
+        }
+        if args.history_retention < args.interval {
+            return Err(invalid("--history-retention", "must be at least one interval"));
+        }
+        if args.probe_prefix.is_empty() {
+            return Err(invalid("--probe-prefix", "must not be empty"));
+        }
+        let mut cors_origins = Vec::new();
+        for o in args.cors_origins.iter().filter(|o| !o.is_empty()) {
+            let url = url::Url::parse(o)
+                .map_err(|e| invalid("--cors-origin", format!("invalid origin {o:?}: {e}")))?;
+            let origin = url.origin().ascii_serialization();
+            let value = axum::http::HeaderValue::from_str(&origin)
+                .map_err(|e| invalid("--cors-origin", format!("invalid origin {o:?}: {e}")))?;
+            cors_origins.push(value);
+        }
+        let member_timeout = etcd
+            .command_timeout
+            .min(args.interval.mul_f64(0.8));
+        Ok(Config {
+            etcd,
+            listen,
+            interval: args.interval,
+            member_timeout,
+            probe_prefix: args.probe_prefix,
+            native_metrics: args.native_metrics,
+            history_retention: args.history_retention,
+            cors_origins,
+            log_format: args.log_format,
+        })
+    }
+}

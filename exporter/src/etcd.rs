@@ -1,0 +1,221 @@
+//! Everything the exporter asks etcd over the v3 API: per-member connections, `Status`,
+//! the member list, alarms and the timed probes. This is the only module that talks gRPC
+//! to etcd.
+//!
+//! Connections are one per member URL (never load-balanced), because `Status` answers for
+//! the member it is sent to. A member that cannot be connected to is retried with an
+//! exponential backoff; every request runs against a deadline that the caller sets, so a
+//! frozen member cannot hold up a cycle.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::etcd::{error_chain, EtcdConfig};
+use etcd_client::{AlarmAction, AlarmType, Client, GetOptions};
+use tokio::time::{timeout_at, Instant};
+
+use crate::model::{Alarm, MemberInfo, StatusFacts};
+
+/// One line describing an etcd client error with its causes.
+pub fn describe(e: &etcd_client::Error) -> String {
+    error_chain(e)
+}
+
+/// The longest wait between two connection attempts to an unreachable member.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A cached connection is rebuilt after this many failed cycles in a row.
+const REBUILD_AFTER_FAILURES: u32 = 3;
+
+#[derive(Default)]
+struct Slot {
+    client: Option<Client>,
+    failures: u32,
+    next_attempt: Option<Instant>,
+}
+
+/// Per-member connections, keyed by the member URL.
+#[derive(Default)]
+pub struct Connections {
+    slots: HashMap<String, Slot>,
+}
+
+/// A connection for one cycle, or why there is none.
+pub enum Lease {
+    Ready(Client),
+    Connect,
+    Backoff(Duration),
+}
+
+impl Connections {
+    /// What to do for `url` in this cycle.
+    pub fn lease(&mut self, url: &str, now: Instant) -> Lease {
+        let slot = self.slots.entry(url.to_owned()).or_default();
+        if let Some(c) = &slot.client {
+            return Lease::Ready(c.clone());
+        }
+        match slot.next_attempt {
+            Some(at) if at > now => Lease::Backoff(at - now),
+            _ => Lease::Connect,
+        }
+    }
+
+    /// Records the outcome of a cycle for `url`. `client` is the connection used (or newly
+    /// made), `ok` whether the member answered.
+    pub fn settle(&mut self, url: &str, client: Option<Client>, ok: bool, now: Instant) {
+        let slot = self.slots.entry(url.to_owned()).or_default();
+        if ok {
+            slot.failures = 0;
+            slot.next_attempt = None;
+            if client.is_some() {
+                slot.client = client;
+            }
+            return;
+        }
+        slot.failures = slot.failures.saturating_add(1);
+        match client {
+            Some(c) if slot.failures < REBUILD_AFTER_FAILURES => slot.client = Some(c),
+            _ => {
+                slot.client = None;
+                let exp = slot.failures.min(5);
+                let backoff = Duration::from_millis(500 * (1u64 << exp)).min(MAX_BACKOFF);
+                slot.next_attempt = Some(now + backoff);
+            }
+        }
+    }
+
+    /// Any connected client, rotating by `turn`, for cluster-wide requests.
+    pub fn any(&self, turn: usize) -> Option<(String, Client)> {
+        let mut ready: Vec<(&String, &Client)> = self
+            .slots
+            .iter()
+            .filter_map(|(u, s)| s.client.as_ref().map(|c| (u, c)))
+            .collect();
+        ready.sort_by(|a, b| a.0.cmp(b.0));
+        if ready.is_empty() {
+            return None;
+        }
+        let (u, c) = ready[turn % ready.len()];
+        Some((u.clone(), c.clone()))
+    }
+
+    /// Forgets URLs no longer in use.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.slots.retain(|u, _| keep(u));
+    }
+}
+
+fn deadline_error(what: &str) -> String {
+    format!("{what} timed out")
+}
+
+/// Connects to one member URL before `deadline`.
+pub async fn connect(cfg: &EtcdConfig, url: &str, deadline: Instant) -> Result<Client, String> {
+    match timeout_at(deadline, cfg.connect(url)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(format!("cannot connect to {url}: {}", describe(&e))),
+        Err(_) => Err(format!("cannot connect to {url}: timed out")),
+    }
+}
+
+/// The member's own `Status`.
+pub async fn status(client: &mut Client, deadline: Instant) -> Result<StatusFacts, String> {
+    let resp = timeout_at(deadline, client.status())
+        .await
+        .map_err(|_| deadline_error("status"))?
+        .map_err(|e| format!("status: {}", describe(&e)))?;
+    let header = resp
+        .header()
+        .ok_or_else(|| "status: the answer has no header".to_owned())?;
+    Ok(StatusFacts {
+        cluster_id: header.cluster_id(),
+        member_id: header.member_id(),
+        version: resp.version().to_owned(),
+        leader: resp.leader(),
+        raft_term: resp.raft_term(),
+        raft_index: resp.raft_index(),
+        raft_applied_index: resp.raft_applied_index(),
+        revision: header.revision(),
+        db_size: resp.db_size(),
+        db_size_in_use: resp.raft_used_db_size(),
+        is_learner: resp.is_learner(),
+        errors: resp.errors().to_vec(),
+    })
+}
+
+/// The member list as this member knows it.
+pub async fn member_list(
+    client: &mut Client,
+    deadline: Instant,
+) -> Result<Vec<MemberInfo>, String> {
+    let resp = timeout_at(deadline, client.member_list())
+        .await
+        .map_err(|_| deadline_error("member list"))?
+        .map_err(|e| format!("member list: {}", describe(&e)))?;
+    Ok(resp
+        .members()
+        .iter()
+        .map(|m| MemberInfo {
+            id: m.id(),
+            // A member added but not started yet has no name.
+            name: if m.name().is_empty() {
+                format!("{:x}", m.id())
+            } else {
+                m.name().to_owned()
+            },
+            client_urls: m.client_urls().to_vec(),
+            peer_urls: m.peer_urls().to_vec(),
+            is_learner: m.is_learner(),
+        })
+        .collect())
+}
+
+/// The cluster's active alarms (member ID, alarm).
+pub async fn alarms(client: &mut Client, deadline: Instant) -> Result<Vec<(u64, Alarm)>, String> {
+    let resp = timeout_at(
+        deadline,
+        client.alarm(AlarmAction::Get, AlarmType::None, None),
+    )
+    .await
+    .map_err(|_| deadline_error("alarm list"))?
+    .map_err(|e| format!("alarm list: {}", describe(&e)))?;
+    Ok(resp
+        .alarms()
+        .iter()
+        .filter_map(|a| match a.alarm() {
+            AlarmType::Nospace => Some((a.member_id(), Alarm::Nospace)),
+            AlarmType::Corrupt => Some((a.member_id(), Alarm::Corrupt)),
+            AlarmType::None => None,
+        })
+        .collect())
+}
+
+/// Times one read of `key` (linearizable or serializable).
+pub async fn probe_read(
+    client: &mut Client,
+    key: &str,
+    serializable: bool,
+    deadline: Instant,
+) -> Result<Duration, String> {
+    let opts = serializable.then(|| GetOptions::new().with_serializable());
+    let started = std::time::Instant::now();
+    timeout_at(deadline, client.get(key, opts))
+        .await
+        .map_err(|_| deadline_error("read probe"))?
+        .map_err(|e| format!("read probe: {}", describe(&e)))?;
+    Ok(started.elapsed())
+}
+
+/// Times one write of `value` to `key`.
+pub async fn probe_write(
+    client: &mut Client,
+    key: &str,
+    value: String,
+    deadline: Instant,
+) -> Result<Duration, String> {
+    let started = std::time::Instant::now();
+    timeout_at(deadline, client.put(key, value, None))
+        .await
+        .map_err(|_| deadline_error("write probe"))?
+        .map_err(|e| format!("write probe: {}", describe(&e)))?;
+    Ok(started.elapsed())
+}

@@ -1,0 +1,56 @@
+//! etcd-monitor, the cluster exporter: collects facts from every etcd member, derives the
+//! cluster model and serves it as Prometheus `/metrics` and a REST API.
+//!
+//! [`run`] is the whole program given a validated [`Config`], a bound listener and a
+//! shutdown token; `main.rs` only parses flags and maps errors to exit codes, so tests run
+//! the exporter in-process.
+
+pub mod api;
+pub mod collector;
+pub mod config;
+pub mod etcd;
+pub mod metrics;
+pub mod model;
+pub mod scrape;
+pub mod snapshot;
+pub mod textformat;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{Args, Config};
+
+/// Runs the exporter until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let cfg = Arc::new(config);
+    let tasks = TaskTracker::new();
+    let snapshots = collector::spawn(cfg.clone(), shutdown.clone(), &tasks)
+        .map_err(|e| anyhow::anyhow!("cannot build the HTTP client for members: {e}"))?;
+    let app = api::router(api::AppState { snapshots }, &cfg.cors_origins);
+    tracing::info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        endpoints = %cfg.etcd.endpoints.iter().map(common::etcd::endpoint_str).collect::<Vec<_>>().join(","),
+        interval = ?cfg.interval,
+        "etcd-monitor started"
+    );
+    let served = common::http::serve(listener, app, shutdown.clone()).await;
+    shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("collector did not stop within 5s");
+    }
+    served?;
+    tracing::info!("etcd-monitor stopped");
+    Ok(())
+}
