@@ -45,6 +45,8 @@ struct Gathered {
     native: Option<Result<Exposition, String>>,
     health: Option<Result<bool, String>>,
     connect_error: bool,
+    /// No attempt was made (the connection is backing off).
+    skipped: bool,
 }
 
 impl Gathered {
@@ -60,6 +62,7 @@ impl Gathered {
             native: None,
             health: None,
             connect_error,
+            skipped: false,
         }
     }
 }
@@ -161,19 +164,25 @@ impl Collector {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::debug!(endpoint = %url, error = %e, "bootstrap connect failed");
-                        self.conns.settle(&url, None, false, Instant::now());
+                        self.conns.settle(&url, None, Some(&e), Instant::now());
                         continue;
                     }
                 },
-                Lease::Backoff(_) => continue,
+                Lease::Backoff(..) => continue,
             };
             match rpc::member_list(&mut client, deadline).await {
                 Ok(list) if !list.is_empty() => {
-                    self.conns.settle(&url, Some(client), true, Instant::now());
+                    self.conns.settle(&url, Some(client), None, Instant::now());
                     self.known = list;
                     return;
                 }
-                _ => self.conns.settle(&url, Some(client), false, Instant::now()),
+                Ok(_) => self.conns.settle(
+                    &url,
+                    Some(client),
+                    Some("empty member list"),
+                    Instant::now(),
+                ),
+                Err(e) => self.conns.settle(&url, Some(client), Some(&e), Instant::now()),
             }
         }
     }
@@ -234,7 +243,7 @@ impl Collector {
         let mut leased = Vec::with_capacity(targets.len());
         for t in targets {
             let lease = if t.url.is_empty() {
-                Lease::Backoff(Duration::ZERO)
+                Lease::Backoff(Duration::ZERO, None)
             } else {
                 self.conns.lease(&t.url, started)
             };
@@ -262,11 +271,15 @@ impl Collector {
         // Connections and endpoint ownership.
         let now = Instant::now();
         for g in &gathered {
-            if g.target.url.is_empty() {
+            if g.target.url.is_empty() || g.skipped {
                 continue;
             }
-            self.conns
-                .settle(&g.target.url, g.client.clone(), g.status.is_ok(), now);
+            self.conns.settle(
+                &g.target.url,
+                g.client.clone(),
+                g.status.as_ref().err().map(String::as_str),
+                now,
+            );
             if let Ok(s) = &g.status {
                 self.endpoint_owner.insert(g.target.url.clone(), s.member_id);
             }
@@ -723,13 +736,19 @@ async fn gather_member(
             Ok(c) => c,
             Err(e) => return Gathered::failed(target, None, e, true),
         },
-        Lease::Backoff(wait) => {
-            return Gathered::failed(
+        Lease::Backoff(wait, last) => {
+            let mut g = Gathered::failed(
                 target,
                 None,
-                format!("not connected; next attempt in {}ms", wait.as_millis()),
+                format!(
+                    "{} (next attempt in {}ms)",
+                    last.as_deref().unwrap_or("not connected"),
+                    wait.as_millis()
+                ),
                 true,
-            )
+            );
+            g.skipped = true;
+            return g;
         }
     };
     let status = match rpc::status(&mut client, deadline).await {
@@ -758,6 +777,7 @@ async fn gather_member(
         native: Some(native),
         health: Some(health),
         connect_error: false,
+        skipped: false,
     }
 }
 

@@ -16,19 +16,39 @@ use tokio::time::{timeout_at, Instant};
 
 use crate::model::{Alarm, MemberInfo, StatusFacts};
 
-/// One line describing an etcd client error with its causes.
+/// One line describing an etcd client error: the gRPC code and message and the root
+/// cause (tonic's own `Display` buries it in debug output).
 pub fn describe(e: &etcd_client::Error) -> String {
-    error_chain(e)
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            let mut msg = format!("{:?}: {}", s.code(), s.message());
+            let mut src = std::error::Error::source(s);
+            let mut root = None;
+            while let Some(x) = src {
+                root = Some(x.to_string());
+                src = x.source();
+            }
+            if let Some(root) = root {
+                if !msg.contains(&root) {
+                    msg.push_str(": ");
+                    msg.push_str(&root);
+                }
+            }
+            msg
+        }
+        other => error_chain(other),
+    }
 }
 
 /// The longest wait between two connection attempts to an unreachable member.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// A cached connection is rebuilt after this many failed cycles in a row.
 const REBUILD_AFTER_FAILURES: u32 = 3;
 
 #[derive(Default)]
 struct Slot {
     client: Option<Client>,
+    last_error: Option<String>,
     failures: u32,
     next_attempt: Option<Instant>,
 }
@@ -43,7 +63,8 @@ pub struct Connections {
 pub enum Lease {
     Ready(Client),
     Connect,
-    Backoff(Duration),
+    /// Wait this long before the next attempt; the last error seen.
+    Backoff(Duration, Option<String>),
 }
 
 impl Connections {
@@ -54,16 +75,18 @@ impl Connections {
             return Lease::Ready(c.clone());
         }
         match slot.next_attempt {
-            Some(at) if at > now => Lease::Backoff(at - now),
+            Some(at) if at > now => Lease::Backoff(at - now, slot.last_error.clone()),
             _ => Lease::Connect,
         }
     }
 
     /// Records the outcome of a cycle for `url`. `client` is the connection used (or newly
-    /// made), `ok` whether the member answered.
-    pub fn settle(&mut self, url: &str, client: Option<Client>, ok: bool, now: Instant) {
+    /// made), `ok` whether the member answered. A cycle that skipped the member because
+    /// of the backoff is not an outcome and must not be settled.
+    pub fn settle(&mut self, url: &str, client: Option<Client>, error: Option<&str>, now: Instant) {
         let slot = self.slots.entry(url.to_owned()).or_default();
-        if ok {
+        slot.last_error = error.map(str::to_owned);
+        if error.is_none() {
             slot.failures = 0;
             slot.next_attempt = None;
             if client.is_some() {
