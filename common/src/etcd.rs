@@ -138,13 +138,20 @@ pub fn parse_endpoint(raw: &str, tls: bool) -> Result<Url, String> {
         return Err(format!("invalid endpoint {raw:?}: no host"));
     }
     if url.port().is_none() {
-        return Err(format!("invalid endpoint {raw:?}: no port (etcd's is 2379)"));
+        return Err(format!(
+            "invalid endpoint {raw:?}: no port (etcd's is 2379)"
+        ));
     }
     if url.path() != "/" && !url.path().is_empty() {
-        return Err(format!("invalid endpoint {raw:?}: unexpected path {:?}", url.path()));
+        return Err(format!(
+            "invalid endpoint {raw:?}: unexpected path {:?}",
+            url.path()
+        ));
     }
     if url.query().is_some() || !url.username().is_empty() {
-        return Err(format!("invalid endpoint {raw:?}: only scheme://host:port is allowed"));
+        return Err(format!(
+            "invalid endpoint {raw:?}: only scheme://host:port is allowed"
+        ));
     }
     Ok(url)
 }
@@ -154,10 +161,18 @@ impl EtcdConfig {
         let ca_pem = match &args.cacert {
             Some(p) => {
                 let pem = read_file("--cacert", p)?;
-                reqwest::Certificate::from_pem(&pem).map_err(|e| ConfigError::Invalid {
-                    flag: "--cacert",
-                    message: format!("{} is not a PEM certificate: {e}", p.display()),
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    ConfigError::Invalid {
+                        flag: "--cacert",
+                        message: format!("{} is not a PEM certificate: {e}", p.display()),
+                    }
                 })?;
+                if certs.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        flag: "--cacert",
+                        message: format!("{} holds no PEM certificate", p.display()),
+                    });
+                }
                 Some(pem)
             }
             None => None,
@@ -166,6 +181,12 @@ impl EtcdConfig {
             (Some(c), Some(k)) => {
                 let cert = read_file("--cert", c)?;
                 let key = read_file("--key", k)?;
+                if reqwest::Certificate::from_pem_bundle(&cert).map_or(true, |v| v.is_empty()) {
+                    return Err(ConfigError::Invalid {
+                        flag: "--cert",
+                        message: format!("{} holds no PEM certificate", c.display()),
+                    });
+                }
                 let mut both = cert.clone();
                 both.push(b'\n');
                 both.extend_from_slice(&key);
@@ -360,15 +381,21 @@ mod tests {
     #[test]
     fn endpoints_accept_bare_and_scheme_forms() {
         assert_eq!(
-            parse_endpoint("127.0.0.1:2379", false).expect("ok").as_str(),
+            parse_endpoint("127.0.0.1:2379", false)
+                .expect("ok")
+                .as_str(),
             "http://127.0.0.1:2379/"
         );
         assert_eq!(
-            parse_endpoint(" 10.0.0.1:2379 ", true).expect("ok").scheme(),
+            parse_endpoint(" 10.0.0.1:2379 ", true)
+                .expect("ok")
+                .scheme(),
             "https"
         );
         assert_eq!(
-            parse_endpoint("https://etcd-1:2379", false).expect("ok").host_str(),
+            parse_endpoint("https://etcd-1:2379", false)
+                .expect("ok")
+                .host_str(),
             Some("etcd-1")
         );
     }

@@ -76,7 +76,10 @@ pub fn router(state: AppState, cors_origins: &[axum::http::HeaderValue]) -> Rout
 }
 
 async fn not_found(uri: Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("no such endpoint: {}", uri.path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", uri.path()),
+    )
 }
 
 async fn method_not_allowed(uri: Uri) -> ApiError {
@@ -313,14 +316,19 @@ mod tests {
         assert_eq!(body["error"], "no such endpoint: /nope");
         let (status, body) = call(app(), "DELETE", "/api/v1/cluster/status").await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-        assert!(body["error"].as_str().is_some_and(|e| e.contains("not allowed")));
+        assert!(body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not allowed")));
     }
 
     #[tokio::test]
     async fn bad_query_is_a_400_naming_it() {
         let (status, body) = call(app(), "GET", "/api/v1/metrics/history?since=yesterday").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert!(body["error"].as_str().is_some_and(|e| e.contains("since")), "{body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains("since")),
+            "{body}"
+        );
     }
 
     #[tokio::test]

@@ -159,7 +159,7 @@ impl Collector {
             let url = common::etcd::endpoint_str(&url);
             let now = Instant::now();
             let mut client = match self.conns.lease(&url, now) {
-                Lease::Ready(c) => c,
+                Lease::Ready(c) => *c,
                 Lease::Connect => match rpc::connect(&self.cfg.etcd, &url, deadline).await {
                     Ok(c) => c,
                     Err(e) => {
@@ -182,7 +182,9 @@ impl Collector {
                     Some("empty member list"),
                     Instant::now(),
                 ),
-                Err(e) => self.conns.settle(&url, Some(client), Some(&e), Instant::now()),
+                Err(e) => self
+                    .conns
+                    .settle(&url, Some(client), Some(&e), Instant::now()),
             }
         }
     }
@@ -254,9 +256,9 @@ impl Collector {
         let (gathered, write) = {
             let cfg = &self.cfg;
             let http = &self.http;
-            let gathers = leased.into_iter().map(|(t, lease)| {
-                gather_member(cfg, http, t, lease, &probe_key, deadline)
-            });
+            let gathers = leased
+                .into_iter()
+                .map(|(t, lease)| gather_member(cfg, http, t, lease, &probe_key, deadline));
             let write = async {
                 let (url, mut client) = writer?;
                 let value = unix_ms(SystemTime::now()).to_string();
@@ -281,7 +283,8 @@ impl Collector {
                 now,
             );
             if let Ok(s) = &g.status {
-                self.endpoint_owner.insert(g.target.url.clone(), s.member_id);
+                self.endpoint_owner
+                    .insert(g.target.url.clone(), s.member_id);
             }
         }
 
@@ -431,8 +434,7 @@ impl Collector {
                 Some(Err(e)) => x.health_error = Some(e.clone()),
                 None => {}
             }
-            for (res, consistency) in [(&g.read_l, "linearizable"), (&g.read_s, "serializable")]
-            {
+            for (res, consistency) in [(&g.read_l, "linearizable"), (&g.read_s, "serializable")] {
                 let Some(res) = res else { continue };
                 let (duration_ms, error) = match res {
                     Ok(d) => {
@@ -460,7 +462,11 @@ impl Collector {
                     ProbeRecord {
                         at_unix_ms: at_ms,
                         kind: "read",
-                        consistency: Some(if consistency == "linearizable" { "l" } else { "s" }),
+                        consistency: Some(if consistency == "linearizable" {
+                            "l"
+                        } else {
+                            "s"
+                        }),
                         member: name.clone(),
                         duration_ms,
                         error,
@@ -474,14 +480,11 @@ impl Collector {
                         .map(|v| v as i64);
                     let prev = self.prev_native.get(id);
                     let wal = exp.histogram_buckets("etcd_disk_wal_fsync_duration_seconds");
-                    let commit =
-                        exp.histogram_buckets("etcd_disk_backend_commit_duration_seconds");
+                    let commit = exp.histogram_buckets("etcd_disk_backend_commit_duration_seconds");
                     x.wal_fsync_p95_ms =
                         recent_quantile(wal.as_deref(), prev.and_then(|p| p.wal.as_deref()));
-                    x.backend_commit_p95_ms = recent_quantile(
-                        commit.as_deref(),
-                        prev.and_then(|p| p.commit.as_deref()),
-                    );
+                    x.backend_commit_p95_ms =
+                        recent_quantile(commit.as_deref(), prev.and_then(|p| p.commit.as_deref()));
                     let unary = exp.sum("grpc_server_started_total", |s| {
                         s.label("grpc_type") == Some("unary")
                     });
@@ -547,9 +550,7 @@ impl Collector {
         self.update_metrics(&model, &extras, request_rate, &latency, collect_duration);
         let native_refs: Vec<(&str, &Exposition)> =
             natives.iter().map(|(n, e)| (n.as_str(), *e)).collect();
-        let (text, conflicts) = self
-            .metrics
-            .render(&native_refs, self.cfg.native_metrics);
+        let (text, conflicts) = self.metrics.render(&native_refs, self.cfg.native_metrics);
         for _ in 0..conflicts {
             self.error("member_metrics_conflict");
         }
@@ -633,7 +634,9 @@ impl Collector {
             };
             m.member_up.get_or_create(&l).set(b(s.up));
             m.member_is_leader.get_or_create(&l).set(b(s.is_leader));
-            m.member_is_learner.get_or_create(&l).set(b(s.info.is_learner));
+            m.member_is_learner
+                .get_or_create(&l)
+                .set(b(s.info.is_learner));
             m.member_has_leader.get_or_create(&l).set(b(s.has_leader));
             for alarm in Alarm::ALL {
                 m.member_alarm
@@ -676,8 +679,9 @@ impl Collector {
                 }
             }
         }
-        let set_opt = |g: &prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
-                       v: Option<f64>| g.set(v.unwrap_or(0.0));
+        let set_opt =
+            |g: &prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+             v: Option<f64>| g.set(v.unwrap_or(0.0));
         set_opt(&m.read_p50, latency.read.p50);
         set_opt(&m.read_p95, latency.read.p95);
         set_opt(&m.read_p99, latency.read.p99);
@@ -713,7 +717,9 @@ fn recent_quantile(now: Option<&[(f64, f64)]>, before: Option<&[(f64, f64)]>) ->
     let now = now?;
     let recent = before.and_then(|b| textformat::bucket_delta(now, b));
     let q = match recent {
-        Some(d) if d.last().is_some_and(|(_, c)| *c > 0.0) => textformat::histogram_quantile(0.95, &d),
+        Some(d) if d.last().is_some_and(|(_, c)| *c > 0.0) => {
+            textformat::histogram_quantile(0.95, &d)
+        }
         _ => textformat::histogram_quantile(0.95, now),
     };
     q.map(|s| s * 1e3)
@@ -731,7 +737,7 @@ async fn gather_member(
         return Gathered::failed(target, None, "no client URL".into(), false);
     }
     let mut client = match lease {
-        Lease::Ready(c) => c,
+        Lease::Ready(c) => *c,
         Lease::Connect => match rpc::connect(&cfg.etcd, &target.url, deadline).await {
             Ok(c) => c,
             Err(e) => return Gathered::failed(target, None, e, true),
@@ -755,8 +761,12 @@ async fn gather_member(
         Ok(s) => s,
         Err(e) => return Gathered::failed(target, Some(client), e, false),
     };
-    let (mut c1, mut c2, mut c3, mut c4) =
-        (client.clone(), client.clone(), client.clone(), client.clone());
+    let (mut c1, mut c2, mut c3, mut c4) = (
+        client.clone(),
+        client.clone(),
+        client.clone(),
+        client.clone(),
+    );
     let url = target.url.clone();
     let (members, alarms, read_l, read_s, native, health) = tokio::join!(
         rpc::member_list(&mut c1, deadline),
@@ -788,9 +798,7 @@ pub fn spawn(
     tracker: &tokio_util::task::TaskTracker,
 ) -> Result<watch::Receiver<Arc<Snapshot>>, reqwest::Error> {
     let collector = Collector::new(cfg.clone())?;
-    let (tx, rx) = watch::channel(Arc::new(Snapshot::empty(
-        cfg.interval.as_millis() as u64,
-    )));
+    let (tx, rx) = watch::channel(Arc::new(Snapshot::empty(cfg.interval.as_millis() as u64)));
     tracker.spawn(collector.run(tx, shutdown));
     Ok(rx)
 }

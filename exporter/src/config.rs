@@ -18,7 +18,12 @@ pub struct Args {
     pub etcd: EtcdArgs,
 
     /// Address to serve /metrics and the REST API on.
-    #[arg(long, env = "ETCD_MONITOR_LISTEN", default_value = "0.0.0.0:8080", value_name = "ADDR:PORT")]
+    #[arg(
+        long,
+        env = "ETCD_MONITOR_LISTEN",
+        default_value = "0.0.0.0:8080",
+        value_name = "ADDR:PORT"
+    )]
     pub listen: String,
 
     /// Time between collection cycles (1s at least).
@@ -27,7 +32,11 @@ pub struct Args {
 
     /// Key prefix under which the write probe writes (and the read probes read) one key.
     /// With etcd auth, the user needs read-write permission on it.
-    #[arg(long, env = "ETCD_MONITOR_PROBE_PREFIX", default_value = "/etcd-monitor/probe/")]
+    #[arg(
+        long,
+        env = "ETCD_MONITOR_PROBE_PREFIX",
+        default_value = "/etcd-monitor/probe/"
+    )]
     pub probe_prefix: String,
 
     /// Re-expose every metric family of every member's own /metrics with a `member` label.
@@ -41,11 +50,20 @@ pub struct Args {
 
     /// Origins allowed to call the REST API from a browser (comma separated or repeated).
     /// CORS is off when none is given.
-    #[arg(long = "cors-origin", env = "ETCD_MONITOR_CORS_ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long = "cors-origin",
+        env = "ETCD_MONITOR_CORS_ORIGIN",
+        value_delimiter = ','
+    )]
     pub cors_origins: Vec<String>,
 
     /// Log line format.
-    #[arg(long, env = "ETCD_MONITOR_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "ETCD_MONITOR_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 }
 
@@ -76,7 +94,10 @@ impl Config {
     pub fn from_args(args: Args) -> Result<Self, ConfigError> {
         let etcd = EtcdConfig::from_args(&args.etcd)?;
         let listen: SocketAddr = args.listen.parse().map_err(|e| {
-            invalid("--listen", format!("invalid address {:?}: {e}", args.listen))
+            invalid(
+                "--listen",
+                format!("invalid address {:?}: {e}", args.listen),
+            )
         })?;
         if args.interval < Duration::from_secs(1) {
             return Err(invalid("--interval", "must be at least 1s"));
@@ -85,7 +106,10 @@ impl Config {
             return Err(invalid("--interval", "must be at most 1h"));
         }
         if args.history_retention < args.interval {
-            return Err(invalid("--history-retention", "must be at least one interval"));
+            return Err(invalid(
+                "--history-retention",
+                "must be at least one interval",
+            ));
         }
         if args.probe_prefix.is_empty() {
             return Err(invalid("--probe-prefix", "must not be empty"));
@@ -99,9 +123,7 @@ impl Config {
                 .map_err(|e| invalid("--cors-origin", format!("invalid origin {o:?}: {e}")))?;
             cors_origins.push(value);
         }
-        let member_timeout = etcd
-            .command_timeout
-            .min(args.interval.mul_f64(0.8));
+        let member_timeout = etcd.command_timeout.min(args.interval.mul_f64(0.8));
         Ok(Config {
             etcd,
             listen,

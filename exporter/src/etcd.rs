@@ -61,7 +61,7 @@ pub struct Connections {
 
 /// A connection for one cycle, or why there is none.
 pub enum Lease {
-    Ready(Client),
+    Ready(Box<Client>),
     Connect,
     /// Wait this long before the next attempt; the last error seen.
     Backoff(Duration, Option<String>),
@@ -72,7 +72,7 @@ impl Connections {
     pub fn lease(&mut self, url: &str, now: Instant) -> Lease {
         let slot = self.slots.entry(url.to_owned()).or_default();
         if let Some(c) = &slot.client {
-            return Lease::Ready(c.clone());
+            return Lease::Ready(Box::new(c.clone()));
         }
         match slot.next_attempt {
             Some(at) if at > now => Lease::Backoff(at - now, slot.last_error.clone()),

@@ -212,11 +212,7 @@ impl Metrics {
     /// Encodes our families, then the members' own families with a `member` label. With
     /// `passthrough_all` off only the contract's pass-through families are kept. Returns
     /// the text and the number of member families dropped for a type conflict.
-    pub fn render(
-        &self,
-        native: &[(&str, &Exposition)],
-        passthrough_all: bool,
-    ) -> (String, usize) {
+    pub fn render(&self, native: &[(&str, &Exposition)], passthrough_all: bool) -> (String, usize) {
         let mut out = String::with_capacity(64 * 1024);
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
@@ -276,9 +272,7 @@ mod tests {
     fn render_is_valid_and_keeps_our_families_over_members() {
         let m = Metrics::new();
         m.member_up
-            .get_or_create(&MemberLabel {
-                member: "a".into(),
-            })
+            .get_or_create(&MemberLabel { member: "a".into() })
             .set(1);
         m.cluster_leader_changes.inc();
         let member = textformat::parse(

@@ -191,7 +191,10 @@ pub fn derive(facts: &Facts) -> ClusterModel {
         .max();
     let leader = top_term.and_then(|term| {
         let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
-        for (_, s) in up.iter().filter(|(_, s)| s.raft_term == term && s.leader != 0) {
+        for (_, s) in up
+            .iter()
+            .filter(|(_, s)| s.raft_term == term && s.leader != 0)
+        {
             *votes.entry(s.leader).or_default() += 1;
         }
         // Ties are broken by the claimant itself saying so, then by the lowest ID.
@@ -219,16 +222,25 @@ pub fn derive(facts: &Facts) -> ClusterModel {
     let cluster_ids: BTreeSet<u64> = up.iter().map(|(_, s)| s.cluster_id).collect();
     if cluster_ids.len() > 1 {
         let ids: Vec<String> = cluster_ids.iter().map(|id| format!("{id:x}")).collect();
-        reasons.push(format!("members report different cluster IDs: {}", ids.join(", ")));
+        reasons.push(format!(
+            "members report different cluster IDs: {}",
+            ids.join(", ")
+        ));
     }
     let mut claimants_by_term: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     let mut leaders_by_term: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
     for (_, s) in &up {
         if s.leader != 0 && s.leader == s.member_id {
-            claimants_by_term.entry(s.raft_term).or_default().push(s.member_id);
+            claimants_by_term
+                .entry(s.raft_term)
+                .or_default()
+                .push(s.member_id);
         }
         if s.leader != 0 {
-            leaders_by_term.entry(s.raft_term).or_default().insert(s.leader);
+            leaders_by_term
+                .entry(s.raft_term)
+                .or_default()
+                .insert(s.leader);
         }
     }
     for (term, claimants) in &claimants_by_term {

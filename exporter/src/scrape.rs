@@ -69,7 +69,7 @@ pub async fn health(http: &reqwest::Client, base: &str, deadline: Instant) -> Re
     let url = join(base, "/health");
     let (_, body) = get_body(http, &url, deadline).await?;
     // etcd answers 503 with the same body when unhealthy, so the body decides.
-    let h: Health = serde_json::from_slice(&body)
-        .map_err(|e| format!("GET {url}: unexpected answer: {e}"))?;
+    let h: Health =
+        serde_json::from_slice(&body).map_err(|e| format!("GET {url}: unexpected answer: {e}"))?;
     Ok(h.health == "true")
 }

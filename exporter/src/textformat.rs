@@ -106,9 +106,7 @@ fn valid_label_name(s: &str) -> bool {
 
 /// Parses `name{a="b",...} value [timestamp]`.
 fn parse_sample(line: &str) -> Result<Sample, String> {
-    let name_end = line
-        .find(|c: char| !is_name_char(c))
-        .unwrap_or(line.len());
+    let name_end = line.find(|c: char| !is_name_char(c)).unwrap_or(line.len());
     let name = &line[..name_end];
     if !valid_name(name) {
         return Err(format!("invalid metric name in {:?}", truncate(line)));
@@ -147,7 +145,9 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
             }
             while chars.next_if(|(_, c)| *c == ' ').is_some() {}
             if chars.next().map(|(_, c)| c) != Some('"') {
-                return Err(format!("expected '\"' to open the value of label {lname:?}"));
+                return Err(format!(
+                    "expected '\"' to open the value of label {lname:?}"
+                ));
             }
             let mut value = String::new();
             loop {

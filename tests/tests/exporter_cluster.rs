@@ -42,7 +42,11 @@ async fn healthy_cluster_every_metric_and_the_api_agree() {
     assert!(value(&m, "etcd_request_rate_per_second", &[]).is_some_and(|v| v > 0.0));
     assert!(value(&m, "etcd_monitor_collect_duration_seconds", &[]).is_some_and(|v| v > 0.0));
     assert_eq!(
-        value(&m, "etcd_monitor_build_info", &[("version", env!("CARGO_PKG_VERSION"))]),
+        value(
+            &m,
+            "etcd_monitor_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
         Some(1.0)
     );
     for name in [
@@ -62,7 +66,11 @@ async fn healthy_cluster_every_metric_and_the_api_agree() {
         let l = [("member", *member)];
         assert_eq!(value(&m, "etcd_member_up", &l), Some(1.0), "{member} up");
         let is_leader = value(&m, "etcd_member_is_leader", &l).expect("is_leader");
-        assert_eq!(is_leader == 1.0, *member == leader_name, "{member} is_leader");
+        assert_eq!(
+            is_leader == 1.0,
+            *member == leader_name,
+            "{member} is_leader"
+        );
         leaders += is_leader;
         assert_eq!(value(&m, "etcd_member_is_learner", &l), Some(0.0));
         assert_eq!(value(&m, "etcd_member_has_leader", &l), Some(1.0));
@@ -94,11 +102,18 @@ async fn healthy_cluster_every_metric_and_the_api_agree() {
             "etcd_disk_wal_fsync_duration_p95_milliseconds",
             "etcd_disk_backend_commit_duration_p95_milliseconds",
         ] {
-            assert!(value(&m, name, &l).is_some_and(|v| v > 0.0), "{name}{{member={member}}}");
+            assert!(
+                value(&m, name, &l).is_some_and(|v| v > 0.0),
+                "{name}{{member={member}}}"
+            );
         }
         for alarm in ["NOSPACE", "CORRUPT"] {
             assert_eq!(
-                value(&m, "etcd_member_alarm", &[("member", member), ("alarm", alarm)]),
+                value(
+                    &m,
+                    "etcd_member_alarm",
+                    &[("member", member), ("alarm", alarm)]
+                ),
                 Some(0.0)
             );
         }
@@ -107,7 +122,11 @@ async fn healthy_cluster_every_metric_and_the_api_agree() {
             value(
                 &m,
                 "etcd_member_info",
-                &[("member", member), ("version", "3.4.23"), ("client_url", &client_url)]
+                &[
+                    ("member", member),
+                    ("version", "3.4.23"),
+                    ("client_url", &client_url)
+                ]
             ),
             Some(1.0),
             "etcd_member_info of {member}"
@@ -130,7 +149,10 @@ async fn healthy_cluster_every_metric_and_the_api_agree() {
     // The same raft term everywhere, equal to what the leader says of itself.
     let term = value(&m, "etcd_member_raft_term", &[("member", &leader_name)]);
     for member in MEMBERS {
-        assert_eq!(value(&m, "etcd_member_raft_term", &[("member", member)]), term);
+        assert_eq!(
+            value(&m, "etcd_member_raft_term", &[("member", member)]),
+            term
+        );
     }
 
     // The API tells the same story.
@@ -152,11 +174,16 @@ async fn healthy_cluster_every_metric_and_the_api_agree() {
         assert_eq!(member["version"], "3.4.23");
         assert_eq!(member["is_leader"], MEMBERS[i] == leader_name);
         assert!(member["db_size_bytes"].as_i64().is_some_and(|v| v > 0));
-        assert!(member["read_linearizable_ms"].as_f64().is_some_and(|v| v > 0.0));
+        assert!(member["read_linearizable_ms"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0));
     }
     let leader_api = exp.json("/api/v1/cluster/leader").await;
     assert_eq!(leader_api["leader"]["name"], leader_name.as_str());
-    assert_eq!(leader_api["member"]["endpoint"], cluster.client_url(leader).as_str());
+    assert_eq!(
+        leader_api["member"]["endpoint"],
+        cluster.client_url(leader).as_str()
+    );
     let history = exp.json("/api/v1/cluster/leader/history").await;
     assert_eq!(history["changes_total"], 0);
     let current = exp.json("/api/v1/metrics/current").await;
@@ -174,7 +201,12 @@ async fn healthy_cluster_every_metric_and_the_api_agree() {
     let (_, text) = exp.get("/metrics").await;
     let out = promtool_check_metrics(&text);
     exp.stop().await.expect("clean stop");
-    assert!(out.0 == 0 || out.0 == 3, "promtool exit {}: {}", out.0, out.1);
+    assert!(
+        out.0 == 0 || out.0 == 3,
+        "promtool exit {}: {}",
+        out.0,
+        out.1
+    );
     for line in out.1.lines().filter(|l| !l.trim().is_empty()) {
         assert!(
             line.contains("should not have")
@@ -220,24 +252,44 @@ async fn killing_the_leader_is_reported_as_a_leader_change() {
     let exp = RunningExporter::for_cluster(&cluster, "1s", &[]).await;
     exp.wait_cycles(2).await;
     assert_eq!(
-        value(&exp.metrics().await, "etcd_member_is_leader", &[("member", &old_name)]),
+        value(
+            &exp.metrics().await,
+            "etcd_member_is_leader",
+            &[("member", &old_name)]
+        ),
         Some(1.0)
     );
 
     cluster.kill(old);
     let killed = Instant::now();
-    let new_name = wait_for("a new leader in the exporter", Duration::from_secs(30), || async {
-        let status = exp.json("/api/v1/cluster/leader").await;
-        let name = status["leader"]["name"].as_str()?.to_owned();
-        (name != old_name).then_some(name)
-    })
+    let new_name = wait_for(
+        "a new leader in the exporter",
+        Duration::from_secs(30),
+        || async {
+            let status = exp.json("/api/v1/cluster/leader").await;
+            let name = status["leader"]["name"].as_str()?.to_owned();
+            (name != old_name).then_some(name)
+        },
+    )
     .await;
-    eprintln!("new leader {new_name} reported {:?} after the kill", killed.elapsed());
+    eprintln!(
+        "new leader {new_name} reported {:?} after the kill",
+        killed.elapsed()
+    );
 
     let m = exp.metrics().await;
-    assert_eq!(value(&m, "etcd_cluster_leader_changes_total", &[]), Some(1.0));
-    assert_eq!(value(&m, "etcd_member_up", &[("member", &old_name)]), Some(0.0));
-    assert_eq!(value(&m, "etcd_member_is_leader", &[("member", &new_name)]), Some(1.0));
+    assert_eq!(
+        value(&m, "etcd_cluster_leader_changes_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "etcd_member_up", &[("member", &old_name)]),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&m, "etcd_member_is_leader", &[("member", &new_name)]),
+        Some(1.0)
+    );
     assert_eq!(value(&m, "etcd_cluster_has_leader", &[]), Some(1.0));
     assert_eq!(value(&m, "etcd_cluster_healthy_members", &[]), Some(2.0));
     let history = exp.json("/api/v1/cluster/leader/history").await;
@@ -261,19 +313,29 @@ async fn losing_two_of_three_loses_quorum_and_restarting_them_heals() {
     for &i in &victims {
         cluster.kill(i);
     }
-    wait_for("no leader and no quorum", Duration::from_secs(30), || async {
-        let m = exp.metrics().await;
-        (value(&m, "etcd_cluster_has_leader", &[]) == Some(0.0)
-            && value(&m, "etcd_cluster_healthy_members", &[]) == Some(1.0))
-        .then_some(())
-    })
+    wait_for(
+        "no leader and no quorum",
+        Duration::from_secs(30),
+        || async {
+            let m = exp.metrics().await;
+            (value(&m, "etcd_cluster_has_leader", &[]) == Some(0.0)
+                && value(&m, "etcd_cluster_healthy_members", &[]) == Some(1.0))
+            .then_some(())
+        },
+    )
     .await;
     let m = exp.metrics().await;
     assert_eq!(value(&m, "etcd_cluster_healthy", &[]), Some(0.0));
     assert_eq!(value(&m, "etcd_cluster_quorum_size", &[]), Some(2.0));
     assert_eq!(value(&m, "etcd_cluster_member_count", &[]), Some(3.0));
-    assert_eq!(value(&m, "etcd_member_up", &[("member", survivor)]), Some(1.0));
-    assert_eq!(value(&m, "etcd_member_has_leader", &[("member", survivor)]), Some(0.0));
+    assert_eq!(
+        value(&m, "etcd_member_up", &[("member", survivor)]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "etcd_member_has_leader", &[("member", survivor)]),
+        Some(0.0)
+    );
     let status = exp.json("/api/v1/cluster/status").await;
     assert_eq!(status["healthy"], false);
     assert_eq!(status["has_leader"], false);
@@ -323,21 +385,31 @@ async fn a_frozen_member_is_down_within_two_intervals_and_the_server_stays_promp
     // Two intervals of 1s, plus slack for a loaded two-core machine.
     assert!(detected < Duration::from_secs(4), "took {detected:?}");
     // Requests are answered from the snapshot: they do not wait for the frozen member.
-    assert!(slowest < Duration::from_secs(1), "a scrape took {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a scrape took {slowest:?}"
+    );
     let members = exp.json("/api/v1/cluster/members").await;
     let m = members["members"]
         .as_array()
         .and_then(|l| l.iter().find(|m| m["name"] == name))
         .expect("frozen member listed");
     assert_eq!(m["up"], false);
-    assert!(m["error"].as_str().is_some_and(|e| e.contains("timed out")), "{m}");
+    assert!(
+        m["error"].as_str().is_some_and(|e| e.contains("timed out")),
+        "{m}"
+    );
     let status = exp.json("/api/v1/cluster/status").await;
     assert_eq!(status["has_leader"], true, "two of three keep the leader");
 
     cluster.thaw(frozen);
-    wait_for("the thawed member back up", Duration::from_secs(30), || async {
-        let m = exp.metrics().await;
-        (value(&m, "etcd_member_up", &[("member", name)]) == Some(1.0)).then_some(())
-    })
+    wait_for(
+        "the thawed member back up",
+        Duration::from_secs(30),
+        || async {
+            let m = exp.metrics().await;
+            (value(&m, "etcd_member_up", &[("member", name)]) == Some(1.0)).then_some(())
+        },
+    )
     .await;
 }

@@ -8,10 +8,14 @@ use tests::tls::TlsFiles;
 use tests::{wait_for, ClusterOptions, EtcdCluster, RunningExporter};
 
 async fn wait_healthy(exp: &RunningExporter) {
-    wait_for("a healthy cluster in the exporter", Duration::from_secs(30), || async {
-        let m = exp.metrics().await;
-        (value(&m, "etcd_cluster_healthy", &[]) == Some(1.0)).then_some(())
-    })
+    wait_for(
+        "a healthy cluster in the exporter",
+        Duration::from_secs(30),
+        || async {
+            let m = exp.metrics().await;
+            (value(&m, "etcd_cluster_healthy", &[]) == Some(1.0)).then_some(())
+        },
+    )
     .await;
 }
 
@@ -47,7 +51,10 @@ async fn wrong_ca_is_a_clear_error_and_members_down_not_a_crash() {
     .await;
     let other = TlsFiles::other_ca(cluster.dir.path());
     let mut flags = cluster_flags(&cluster);
-    let i = flags.iter().position(|f| f == "--cacert").expect("--cacert");
+    let i = flags
+        .iter()
+        .position(|f| f == "--cacert")
+        .expect("--cacert");
     flags[i + 1] = other.to_string_lossy().into_owned();
     flags.extend(["--interval".to_owned(), "1s".to_owned()]);
     let exp = RunningExporter::start(&flags).await;
@@ -71,10 +78,22 @@ async fn wrong_ca_is_a_clear_error_and_members_down_not_a_crash() {
         }
     }
     assert!(
-        value(&m, "etcd_monitor_collect_errors_total", &[("source", "status")]).is_some()
-            || value(&m, "etcd_monitor_collect_errors_total", &[("source", "connect")]).is_some()
+        value(
+            &m,
+            "etcd_monitor_collect_errors_total",
+            &[("source", "status")]
+        )
+        .is_some()
+            || value(
+                &m,
+                "etcd_monitor_collect_errors_total",
+                &[("source", "connect")]
+            )
+            .is_some()
     );
-    exp.stop().await.expect("the exporter keeps running and stops cleanly");
+    exp.stop()
+        .await
+        .expect("the exporter keeps running and stops cleanly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +111,11 @@ async fn auth_cluster_with_a_password_file() {
     assert_eq!(value(&m, "etcd_cluster_member_count", &[]), Some(3.0));
     assert!(value(&m, "etcd_probe_write_duration_seconds_count", &[]).is_some_and(|v| v > 0.0));
     assert_eq!(
-        value(&m, "etcd_monitor_collect_errors_total", &[("source", "probe_write")]),
+        value(
+            &m,
+            "etcd_monitor_collect_errors_total",
+            &[("source", "probe_write")]
+        ),
         None,
         "writes are authorised"
     );
@@ -100,7 +123,10 @@ async fn auth_cluster_with_a_password_file() {
     let bad = cluster.dir.path().join("bad-password");
     std::fs::write(&bad, "wrong\n").expect("write");
     let mut flags = cluster_flags(&cluster);
-    let i = flags.iter().position(|f| f == "--password-file").expect("flag");
+    let i = flags
+        .iter()
+        .position(|f| f == "--password-file")
+        .expect("flag");
     flags[i + 1] = bad.to_string_lossy().into_owned();
     flags.extend(["--interval".to_owned(), "1s".to_owned()]);
     let wrong = RunningExporter::start(&flags).await;
@@ -110,7 +136,10 @@ async fn auth_cluster_with_a_password_file() {
         assert_eq!(member["up"], false);
         let err = member["error"].as_str().unwrap_or_default();
         assert!(err.contains("authentication failed"), "{err}");
-        assert!(!err.contains("wrong"), "the password must not appear: {err}");
+        assert!(
+            !err.contains("wrong"),
+            "the password must not appear: {err}"
+        );
     }
 }
 
@@ -128,7 +157,10 @@ async fn nospace_alarm_on_a_real_member() {
     let value_bytes = vec![b'x'; 64 * 1024];
     let mut raised = false;
     for i in 0..200 {
-        match client.put(format!("/fill/{i}"), value_bytes.clone(), None).await {
+        match client
+            .put(format!("/fill/{i}"), value_bytes.clone(), None)
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.to_string().contains("database space exceeded") => {
                 raised = true;
@@ -138,16 +170,23 @@ async fn nospace_alarm_on_a_real_member() {
         }
     }
     assert!(raised, "the quota was never hit");
-    wait_for("NOSPACE in the exporter", Duration::from_secs(20), || async {
-        let m = exp.metrics().await;
-        ["m1", "m2", "m3"]
-            .iter()
-            .any(|member| {
-                value(&m, "etcd_member_alarm", &[("member", member), ("alarm", "NOSPACE")])
-                    == Some(1.0)
-            })
-            .then_some(())
-    })
+    wait_for(
+        "NOSPACE in the exporter",
+        Duration::from_secs(20),
+        || async {
+            let m = exp.metrics().await;
+            ["m1", "m2", "m3"]
+                .iter()
+                .any(|member| {
+                    value(
+                        &m,
+                        "etcd_member_alarm",
+                        &[("member", member), ("alarm", "NOSPACE")],
+                    ) == Some(1.0)
+                })
+                .then_some(())
+        },
+    )
     .await;
     let m = exp.metrics().await;
     assert_eq!(value(&m, "etcd_cluster_healthy", &[]), Some(0.0));
@@ -155,7 +194,9 @@ async fn nospace_alarm_on_a_real_member() {
     let alarms = status["alarms"].as_array().expect("alarms");
     assert!(!alarms.is_empty());
     assert!(alarms.iter().all(|a| a["alarm"] == "NOSPACE"), "{alarms:?}");
-    assert!(alarms[0]["member"].as_str().is_some_and(|m| m.starts_with('m')));
+    assert!(alarms[0]["member"]
+        .as_str()
+        .is_some_and(|m| m.starts_with('m')));
     let members = exp.json("/api/v1/cluster/members").await;
     assert!(members["members"]
         .as_array()

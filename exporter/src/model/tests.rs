@@ -54,13 +54,20 @@ fn healthy_three_member_cluster() {
     assert!(m.healthy);
     assert!(m.has_leader);
     assert_eq!(m.leader.as_ref().map(|l| l.id), Some(1));
-    assert_eq!((m.member_count, m.quorum_size, m.healthy_members), (3, 2, 3));
+    assert_eq!(
+        (m.member_count, m.quorum_size, m.healthy_members),
+        (3, 2, 3)
+    );
     assert_eq!(m.revision_divergence, 1);
     assert_eq!(m.raft_index_divergence, 3);
     assert!(!m.split_brain);
     assert!(m.partitioned_members.is_empty());
     assert_eq!(m.cluster_id, Some(0xc1));
-    assert!(m.members.iter().find(|x| x.info.id == 1).is_some_and(|x| x.is_leader));
+    assert!(m
+        .members
+        .iter()
+        .find(|x| x.info.id == 1)
+        .is_some_and(|x| x.is_leader));
 }
 
 #[test]
@@ -73,7 +80,10 @@ fn two_of_three_down_means_no_quorum_and_no_leader() {
     assert!(!m.healthy);
     assert!(!m.has_leader);
     assert_eq!((m.healthy_members, m.quorum_size, m.up_members), (1, 2, 1));
-    assert!(m.partitioned_members.is_empty(), "nobody has a leader to be cut off from");
+    assert!(
+        m.partitioned_members.is_empty(),
+        "nobody has a leader to be cut off from"
+    );
     let down = m.members.iter().find(|x| x.info.id == 2).expect("m2");
     assert_eq!(down.error.as_deref(), Some("connection refused"));
     assert!(!down.up);
@@ -137,7 +147,12 @@ fn two_leaders_at_one_term_is_split_brain() {
     ]));
     assert!(m.split_brain);
     assert!(!m.healthy);
-    assert_eq!(m.split_brain_reasons.len(), 1, "{:?}", m.split_brain_reasons);
+    assert_eq!(
+        m.split_brain_reasons.len(),
+        1,
+        "{:?}",
+        m.split_brain_reasons
+    );
     assert!(m.split_brain_reasons[0].contains("m1, m2"));
 }
 
@@ -163,7 +178,10 @@ fn different_cluster_ids_is_split_brain() {
     ]));
     assert!(m.split_brain);
     assert_eq!(m.cluster_id, None);
-    assert!(m.split_brain_reasons.iter().any(|r| r.contains("cluster IDs")));
+    assert!(m
+        .split_brain_reasons
+        .iter()
+        .any(|r| r.contains("cluster IDs")));
 }
 
 #[test]
@@ -223,7 +241,10 @@ fn tracker_records_changes_but_not_the_first_leader_or_gaps() {
     assert_eq!(t.observe(&leader_1_again, at), None);
     let change = t.observe(&leader_2, at).expect("a change");
     assert_eq!(change.from.as_deref(), Some("m1"));
-    assert_eq!((change.to.as_str(), change.term, change.at_unix_ms), ("m2", 8, 10_000));
+    assert_eq!(
+        (change.to.as_str(), change.term, change.at_unix_ms),
+        ("m2", 8, 10_000)
+    );
     assert_eq!(t.changes_total(), 1);
     assert_eq!(t.history().count(), 1);
 }
@@ -234,7 +255,10 @@ fn tracker_keeps_the_last_hundred_changes() {
     let mut t = LeaderTracker::default();
     for i in 0..150u64 {
         let id = i % 2 + 1;
-        t.observe(&derive(&facts(vec![obs(id, Ok(status(id, id, i, 1, 1)))])), at);
+        t.observe(
+            &derive(&facts(vec![obs(id, Ok(status(id, id, i, 1, 1)))])),
+            at,
+        );
     }
     assert_eq!(t.changes_total(), 149);
     assert_eq!(t.history().count(), LEADER_HISTORY);

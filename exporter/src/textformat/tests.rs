@@ -36,7 +36,9 @@ fn parses_etcd_families_in_order() {
             "go_info"
         ]
     );
-    let hist = exp.family("etcd_disk_wal_fsync_duration_seconds").expect("family");
+    let hist = exp
+        .family("etcd_disk_wal_fsync_duration_seconds")
+        .expect("family");
     assert_eq!(hist.kind, Kind::Histogram);
     assert_eq!(hist.samples.len(), 6);
     let unary = exp.sum("grpc_server_started_total", |s| {
@@ -54,7 +56,10 @@ fn quantile_interpolates_like_prometheus() {
     // Rank 9.5 of 10 falls in (0.002, 0.004] holding 4 observations, 3.5 of the way in.
     let p95 = histogram_quantile(0.95, &b).expect("p95");
     assert!((p95 - (0.002 + 0.002 * 3.5 / 4.0)).abs() < 1e-12, "{p95}");
-    assert_eq!(histogram_quantile(0.5, &[(1.0, 0.0), (f64::INFINITY, 0.0)]), None);
+    assert_eq!(
+        histogram_quantile(0.5, &[(1.0, 0.0), (f64::INFINITY, 0.0)]),
+        None
+    );
 }
 
 #[test]
@@ -105,15 +110,21 @@ fn merge_emits_each_family_once_with_member_labels() {
     let skip: HashSet<String> = ["grpc_server_started_total".to_owned()].into();
     let conflicts = merge(&mut out, &[("m1", &a), ("m2", &b)], &skip, |_| true);
     assert_eq!(conflicts, 1, "go_info is a gauge in m1 and a counter in m2");
-    assert_eq!(out.matches("# TYPE etcd_server_has_leader gauge").count(), 1);
-    assert!(out.contains("etcd_server_has_leader{member=\"m1\"} 1\n"), "{out}");
+    assert_eq!(
+        out.matches("# TYPE etcd_server_has_leader gauge").count(),
+        1
+    );
+    assert!(
+        out.contains("etcd_server_has_leader{member=\"m1\"} 1\n"),
+        "{out}"
+    );
     assert!(
         out.contains("etcd_server_has_leader{member=\"m2\",exported_member=\"q\"} 0\n"),
         "{out}"
     );
-    assert!(out.contains(
-        "etcd_disk_wal_fsync_duration_seconds_bucket{member=\"m1\",le=\"+Inf\"} 10\n"
-    ));
+    assert!(
+        out.contains("etcd_disk_wal_fsync_duration_seconds_bucket{member=\"m1\",le=\"+Inf\"} 10\n")
+    );
     assert!(!out.contains("grpc_server_started_total"));
     assert!(!out.contains("go_info{member=\"m2\""));
     // The merged text parses again, with the same number of families.

@@ -1,0 +1,132 @@
+//! The `etcd-monitor` binary's handling of bad configuration: exit code 2 and one line
+//! naming the problem.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs the binary; a configuration error must end it at once, so one that is still
+/// running after 10 s is killed and fails the test.
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
+        .args(args)
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run etcd-monitor");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("etcd-monitor {args:?} did not exit: the bad input was accepted");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    (status.code(), stderr)
+}
+
+fn assert_config_error(args: &[&str], needles: &[&str]) {
+    let (code, stderr) = run(args);
+    assert_eq!(code, Some(2), "{args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line expected for {args:?}: {stderr}");
+    for n in needles {
+        assert!(lines[0].contains(n), "{args:?}: {:?} lacks {n:?}", lines[0]);
+    }
+}
+
+#[test]
+fn malformed_endpoints() {
+    assert_config_error(
+        &["--endpoints", "http://127.0.0.1"],
+        &["--endpoints", "no port"],
+    );
+    assert_config_error(&["--endpoints", "ftp://x:1"], &["--endpoints", "scheme"]);
+    assert_config_error(&["--endpoints", "a:1,,b:2"], &["--endpoints", "empty"]);
+}
+
+#[test]
+fn missing_certificate_file() {
+    assert_config_error(
+        &["--cacert", "/nonexistent/ca.pem"],
+        &["--cacert", "/nonexistent/ca.pem", "No such file"],
+    );
+}
+
+#[test]
+fn certificate_file_that_is_not_pem() {
+    let dir = tempfile::tempdir().expect("dir");
+    let p = dir.path().join("ca.pem");
+    std::fs::write(&p, "hello").expect("write");
+    assert_config_error(&["--cacert", p.to_str().expect("utf8")], &["--cacert"]);
+}
+
+#[test]
+fn unreadable_password_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    // A directory cannot be read as a file, even by root.
+    let p = dir.path().to_str().expect("utf8");
+    assert_config_error(
+        &["--user", "root", "--password-file", p],
+        &["--password-file", p],
+    );
+    assert_config_error(
+        &["--user", "root", "--password-file", "/nonexistent/pw"],
+        &["--password-file", "/nonexistent/pw"],
+    );
+}
+
+#[test]
+fn bad_interval_and_listen() {
+    assert_config_error(&["--interval", "100ms"], &["--interval", "at least 1s"]);
+    assert_config_error(&["--listen", "nowhere"], &["--listen"]);
+    let (code, stderr) = run(&["--interval", "soon"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--interval"), "{stderr}");
+}
+
+#[test]
+fn environment_variables_are_read() {
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
+        .env_clear()
+        .env("ETCD_MONITOR_ENDPOINTS", "gopher://x:1")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--endpoints"));
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
+        .arg("--help")
+        .output()
+        .expect("run");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--endpoints",
+        "--cacert",
+        "--cert",
+        "--key",
+        "--insecure-skip-tls-verify",
+        "--user",
+        "--password-file",
+        "--dial-timeout",
+        "--command-timeout",
+        "--listen",
+        "--interval",
+        "--log-format",
+        "ETCD_MONITOR_ENDPOINTS",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}

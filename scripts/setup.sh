@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what etcd-monitor needs to build and test on a fresh Debian machine: the
+# protobuf compiler (for etcd-client), etcd and etcdctl, Prometheus (for promtool), and the
+# Rust components for the lint step. Safe to run again: it only installs what is missing.
+set -euo pipefail
+
+packages=(protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    sudo_cmd=()
+    [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The Debian packages start services where an init system runs; the project starts
+    # its own processes on other ports, so those are left alone.
+fi
+
+if command -v rustup >/dev/null; then
+    rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+command -v cargo >/dev/null || { echo "setup: cargo is required (https://rustup.rs)" >&2; exit 1; }

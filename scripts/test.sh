@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Command 2 of the README: set up and run every check and test.
+#   fmt, clippy with -D warnings, unit tests, and the end-to-end tests that start real
+#   etcd clusters (and promtool) on loopback ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
