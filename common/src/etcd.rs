@@ -261,11 +261,14 @@ impl EtcdConfig {
             }
         }
         if args.insecure_skip_tls_verify {
-            return Err(ConfigError::Invalid {
-                flag: "--insecure-skip-tls-verify",
-                message: "not supported yet for the etcd gRPC connection; pass --cacert instead"
-                    .into(),
-            });
+            // Build the TLS config once now so that a bad client certificate is reported
+            // at start like on the verifying path.
+            crate::insecure::client_config(tls.identity.as_ref()).map_err(|message| {
+                ConfigError::Invalid {
+                    flag: "--cert/--key",
+                    message,
+                }
+            })?;
         }
         Ok(Self {
             endpoints,
@@ -305,7 +308,32 @@ impl EtcdConfig {
     /// Connects to exactly one endpoint (no load balancing), so that per-member requests
     /// such as `Status` answer for that member. With auth, this authenticates.
     pub async fn connect(&self, endpoint: &str) -> Result<Client, etcd_client::Error> {
+        if self.insecure_skip_tls_verify && endpoint.starts_with("https://") {
+            return self.connect_insecure(endpoint).await;
+        }
         let connect = Client::connect([endpoint], Some(self.connect_options(endpoint)));
+        match tokio::time::timeout(self.dial_timeout + self.command_timeout, connect).await {
+            Ok(res) => res,
+            Err(_) => Err(etcd_client::Error::EndpointError(format!(
+                "connecting to {endpoint} timed out"
+            ))),
+        }
+    }
+
+    /// [`Self::connect`] without certificate verification (`--insecure-skip-tls-verify`).
+    async fn connect_insecure(&self, endpoint: &str) -> Result<Client, etcd_client::Error> {
+        let config = crate::insecure::client_config(self.tls.identity.as_ref())
+            .map_err(etcd_client::Error::InvalidArgs)?;
+        let channel =
+            crate::insecure::channel(endpoint, config, self.dial_timeout, self.command_timeout)
+                .map_err(etcd_client::Error::InvalidArgs)?;
+        let mut opts = ConnectOptions::new();
+        if let Some((user, pw)) = &self.user {
+            opts = opts
+                .with_user(user.clone(), pw.expose().to_owned())
+                .with_auto_token_refresh(true);
+        }
+        let connect = Client::from_channel(etcd_client::Channel::Tonic(channel), Some(opts));
         match tokio::time::timeout(self.dial_timeout + self.command_timeout, connect).await {
             Ok(res) => res,
             Err(_) => Err(etcd_client::Error::EndpointError(format!(

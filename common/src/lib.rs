@@ -4,6 +4,7 @@
 
 pub mod etcd;
 pub mod http;
+pub mod insecure;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;

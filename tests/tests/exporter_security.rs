@@ -97,6 +97,43 @@ async fn wrong_ca_is_a_clear_error_and_members_down_not_a_crash() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skipping_verification_must_be_asked_for() {
+    tests::init_logs();
+    let cluster = EtcdCluster::start_with(ClusterOptions {
+        tls: true,
+        ..ClusterOptions::default()
+    })
+    .await;
+    let mut flags = cluster_flags(&cluster);
+    let i = flags
+        .iter()
+        .position(|f| f == "--cacert")
+        .expect("--cacert");
+    flags.drain(i..i + 2);
+    flags.extend(["--interval".to_owned(), "1s".to_owned()]);
+    // Without a CA the system roots are used, and they do not know the test CA.
+    let verifying = RunningExporter::start(&flags).await;
+    verifying.wait_cycles(2).await;
+    let m = verifying.metrics().await;
+    assert_eq!(value(&m, "etcd_cluster_healthy", &[]), Some(0.0));
+    // With verification explicitly off, the same flags work (client cert still sent).
+    flags.push("--insecure-skip-tls-verify".to_owned());
+    let insecure = RunningExporter::start(&flags).await;
+    wait_healthy(&insecure).await;
+    let m = insecure.metrics().await;
+    for member in ["m1", "m2", "m3"] {
+        assert_eq!(
+            value(&m, "etcd_member_up", &[("member", member)]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&m, "etcd_server_has_leader", &[("member", member)]),
+            Some(1.0)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_cluster_with_a_password_file() {
     tests::init_logs();
     let cluster = EtcdCluster::start_with(ClusterOptions {
