@@ -52,6 +52,7 @@ impl IntoResponse for ApiError {
 /// The exporter's router.
 pub fn router(state: AppState, cors_origins: &[axum::http::HeaderValue]) -> Router {
     let mut r = Router::new()
+        .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/api/v1/cluster/status", get(cluster_status))
@@ -99,6 +100,10 @@ async fn metrics(State(s): State<AppState>) -> Response {
         snap.metrics_text.clone(),
     )
         .into_response()
+}
+
+async fn status_page(State(s): State<AppState>) -> Response {
+    axum::response::Html(crate::status_page::render(&s.latest())).into_response()
 }
 
 fn now_ms() -> u64 {

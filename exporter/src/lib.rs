@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod model;
 pub mod scrape;
 pub mod snapshot;
+pub mod status_page;
 pub mod textformat;
 
 use std::sync::Arc;

@@ -196,6 +196,15 @@ async fn healthy_cluster_every_metric_and_the_api_agree() {
     assert!(latency["reads"].as_array().is_some_and(|r| r.len() >= 6));
     assert!(latency["write"]["p99"].as_f64().is_some_and(|v| v > 0.0));
 
+    // The status page names the leader and every member.
+    let (code, page) = exp.get("/").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("healthy"), "{page}");
+    assert!(page.contains(&format!("Leader: <b>{leader_name}</b>")));
+    for member in MEMBERS {
+        assert!(page.contains(&format!("<td>{member}</td>")));
+    }
+
     // promtool accepts the exposition: lint remarks only (names fixed by etcd and the
     // contract), never a parse error.
     let (_, text) = exp.get("/metrics").await;
