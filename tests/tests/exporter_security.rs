@@ -7,6 +7,14 @@ use tests::exporter::{cluster_flags, value};
 use tests::tls::TlsFiles;
 use tests::{wait_for, ClusterOptions, EtcdCluster, RunningExporter};
 
+async fn tls_cluster() -> EtcdCluster {
+    EtcdCluster::start_with(ClusterOptions {
+        tls: true,
+        ..ClusterOptions::default()
+    })
+    .await
+}
+
 async fn wait_healthy(exp: &RunningExporter) {
     wait_for(
         "a healthy cluster in the exporter",
@@ -22,11 +30,7 @@ async fn wait_healthy(exp: &RunningExporter) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_cluster_with_client_certificates() {
     tests::init_logs();
-    let cluster = EtcdCluster::start_with(ClusterOptions {
-        tls: true,
-        ..ClusterOptions::default()
-    })
-    .await;
+    let cluster = tls_cluster().await;
     let exp = RunningExporter::for_cluster(&cluster, "1s", &[]).await;
     wait_healthy(&exp).await;
     exp.wait_cycles(2).await;
@@ -44,11 +48,7 @@ async fn tls_cluster_with_client_certificates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_ca_is_a_clear_error_and_members_down_not_a_crash() {
     tests::init_logs();
-    let cluster = EtcdCluster::start_with(ClusterOptions {
-        tls: true,
-        ..ClusterOptions::default()
-    })
-    .await;
+    let cluster = tls_cluster().await;
     let other = TlsFiles::other_ca(cluster.dir.path());
     let mut flags = cluster_flags(&cluster);
     let i = flags
@@ -99,11 +99,7 @@ async fn wrong_ca_is_a_clear_error_and_members_down_not_a_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skipping_verification_must_be_asked_for() {
     tests::init_logs();
-    let cluster = EtcdCluster::start_with(ClusterOptions {
-        tls: true,
-        ..ClusterOptions::default()
-    })
-    .await;
+    let cluster = tls_cluster().await;
     let mut flags = cluster_flags(&cluster);
     let i = flags
         .iter()
