@@ -241,6 +241,7 @@ EOF
     echo "interval $interval: cycle ${R[$interval.cycle]}"
     echo "interval $interval: RSS ${R[$interval.rss]} MiB, CPU ${R[$interval.cpu]}% of one core (last ${CPU_WINDOW} s)"
     echo "interval $interval: /metrics ${R[$interval.size]} bytes; wrk c10: p50 ${R[$interval.p50]}, p99 ${R[$interval.p99]}, ${R[$interval.rps]} req/s ${R[$interval.wrkerr]}"
+    grep -E '^ +(50|99)%|Requests/sec' <<<"$wrk_out" | sed "s/^/interval $interval: wrk: /"
 }
 
 run_interval 1s "${exporter_ports[0]}"
@@ -365,7 +366,7 @@ for interval in 1s 5s; do
 --interval $interval
   collection cycle (collect_duration_ms): ${R[$interval.cycle]}
   RSS at end:                             ${R[$interval.rss]} MiB
-  CPU over last ${CPU_WINDOW} s:                   ${R[$interval.cpu]} % of one core
+  CPU over the last ${CPU_WINDOW} s:                 ${R[$interval.cpu]} % of one core
   /metrics response size:                 ${R[$interval.size]} bytes
   /metrics, wrk ${WRK_ARGS[*]}:
     50% latency:  ${R[$interval.p50]}

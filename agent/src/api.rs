@@ -1,0 +1,74 @@
+//! The agent's HTTP surface: `/metrics`, `/api/v1/snapshot` (JSON, for the exporter) and
+//! `/health`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::snapshot::AgentSnapshot;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub snapshots: watch::Receiver<Arc<AgentSnapshot>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v1/snapshot", get(snapshot))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )],
+        crate::metrics::render(&s.registry),
+    )
+        .into_response()
+}
+
+async fn snapshot(State(s): State<AppState>) -> Response {
+    let snap = s.snapshots.borrow().clone();
+    Json(&*snap).into_response()
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    let snap = s.snapshots.borrow().clone();
+    Json(json!({
+        "status": "ok",
+        "member": snap.member,
+        "last_collect_unix_ms": snap.at_unix_ms,
+        "etcd_process_up": snap.etcd_process.is_some(),
+    }))
+    .into_response()
+}
+
+async fn not_found(uri: Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "error": format!("no such endpoint: {}", uri.path()) })),
+    )
+        .into_response()
+}
+
+async fn method_not_allowed(uri: Uri) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({ "error": format!("method not allowed on {}", uri.path()) })),
+    )
+        .into_response()
+}
