@@ -163,6 +163,7 @@ struct MemberView<'a> {
     state: &'a MemberState,
     #[serde(flatten)]
     extras: Option<&'a MemberExtras>,
+    agent: Option<&'a crate::snapshot::AgentStatus>,
 }
 
 async fn cluster_members(State(s): State<AppState>) -> Response {
@@ -174,6 +175,7 @@ async fn cluster_members(State(s): State<AppState>) -> Response {
         .map(|m| MemberView {
             state: m,
             extras: snap.extras.get(&m.info.id),
+            agent: snap.agents.get(&m.info.name),
         })
         .collect();
     Json(json!({ "at_unix_ms": snap.at_unix_ms, "members": members })).into_response()

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::agents::{self, AgentReport, Attribution};
 use crate::config::Config;
 use crate::etcd::{self as rpc, Connections, Lease};
 use crate::metrics::{percentile, AlarmLabels, InfoLabels, MemberLabel, Metrics, ReadProbeLabels};
@@ -23,7 +24,9 @@ use crate::model::{
     self, Alarm, ClusterModel, Facts, LeaderTracker, MemberInfo, MemberObservation, StatusFacts,
 };
 use crate::scrape;
-use crate::snapshot::{HistoryPoint, Latency, MemberExtras, Percentiles, ProbeRecord, Snapshot};
+use crate::snapshot::{
+    AgentStatus, HistoryPoint, Latency, MemberExtras, Percentiles, ProbeRecord, Snapshot,
+};
 use crate::textformat::{self, Exposition};
 
 /// Probes kept for the latency window, per kind.
@@ -106,6 +109,7 @@ pub struct Collector {
     errors: BTreeMap<String, u64>,
     cycle: u64,
     turn: usize,
+    attribution: Attribution,
 }
 
 impl Collector {
@@ -127,6 +131,7 @@ impl Collector {
             errors: BTreeMap::new(),
             cycle: 0,
             turn: 0,
+            attribution: Attribution::default(),
         })
     }
 
@@ -253,8 +258,9 @@ impl Collector {
         }
         let probe_key = format!("{}probe", self.cfg.probe_prefix);
         let writer = self.conns.any(self.turn);
-        let (gathered, write) = {
-            let cfg = &self.cfg;
+        let cfg_arc = self.cfg.clone();
+        let (gathered, write, agent_results) = {
+            let cfg = &*cfg_arc;
             let http = &self.http;
             let gathers = leased
                 .into_iter()
@@ -267,7 +273,15 @@ impl Collector {
                     rpc::probe_write(&mut client, &probe_key, value, deadline).await,
                 ))
             };
-            tokio::join!(futures::future::join_all(gathers), write)
+            let agent_fetches = cfg
+                .agents
+                .iter()
+                .map(|t| async move { (t, agents::fetch(http, t, deadline).await) });
+            tokio::join!(
+                futures::future::join_all(gathers),
+                write,
+                futures::future::join_all(agent_fetches)
+            )
         };
 
         // Connections and endpoint ownership.
@@ -539,6 +553,7 @@ impl Collector {
             );
         }
         let request_rate = rate_known.then_some(rate_sum);
+        let agent_statuses = self.settle_agents(agent_results, &model);
         let latency = Latency {
             read: window_percentiles(&self.reads),
             write: window_percentiles(&self.writes),
@@ -547,7 +562,14 @@ impl Collector {
         };
 
         let collect_duration = started.elapsed();
-        self.update_metrics(&model, &extras, request_rate, &latency, collect_duration);
+        self.update_metrics(
+            &model,
+            &extras,
+            &agent_statuses,
+            request_rate,
+            &latency,
+            collect_duration,
+        );
         let native_refs: Vec<(&str, &Exposition)> =
             natives.iter().map(|(n, e)| (n.as_str(), *e)).collect();
         let (text, conflicts) = self.metrics.render(&native_refs, self.cfg.native_metrics);
@@ -582,6 +604,7 @@ impl Collector {
             leader_changes_total: self.tracker.changes_total(),
             model,
             extras,
+            agents: agent_statuses,
             request_rate_per_second: request_rate,
             latency: Arc::new(latency),
             history: Arc::new(self.history.iter().cloned().collect()),
@@ -589,6 +612,71 @@ impl Collector {
             collect_errors: self.errors.clone(),
             metrics_text: bytes::Bytes::from(text),
         }
+    }
+
+    /// Matches agent answers to members; counts failures.
+    fn settle_agents(
+        &mut self,
+        results: Vec<(&agents::AgentTarget, Result<AgentReport, String>)>,
+        model: &ClusterModel,
+    ) -> BTreeMap<String, AgentStatus> {
+        let mut out = BTreeMap::new();
+        let mut failures = 0;
+        for (target, res) in results {
+            let res = res.and_then(|r| match &target.member {
+                Some(pinned) if *pinned != r.member => Err(format!(
+                    "agent at {} reports member {:?}, not {pinned:?}",
+                    target.url, r.member
+                )),
+                _ => Ok(r),
+            });
+            let status = match res {
+                Ok(r) => {
+                    self.attribution.learn(target, &r.member);
+                    if !model.members.iter().any(|m| m.info.name == r.member) {
+                        tracing::debug!(member = %r.member, url = %target.url, "agent for an unknown member");
+                        failures += 1;
+                        continue;
+                    }
+                    (
+                        r.member.clone(),
+                        AgentStatus {
+                            url: target.url.clone(),
+                            up: true,
+                            error: None,
+                            memory_usage_bytes: r.memory_usage_bytes,
+                            disk_usage_bytes: r.disk_usage_bytes,
+                            active_connections: r.active_connections,
+                            host: Some(r.host),
+                        },
+                    )
+                }
+                Err(e) => {
+                    failures += 1;
+                    let Some(member) = self.attribution.member_of(target) else {
+                        tracing::debug!(url = %target.url, error = %e, "agent not attributable");
+                        continue;
+                    };
+                    (
+                        member,
+                        AgentStatus {
+                            url: target.url.clone(),
+                            up: false,
+                            error: Some(e),
+                            memory_usage_bytes: None,
+                            disk_usage_bytes: None,
+                            active_connections: None,
+                            host: None,
+                        },
+                    )
+                }
+            };
+            out.insert(status.0, status.1);
+        }
+        for _ in 0..failures {
+            self.error("agent");
+        }
+        out
     }
 
     fn push_history(&mut self, p: HistoryPoint) {
@@ -604,6 +692,7 @@ impl Collector {
         &mut self,
         model: &ClusterModel,
         extras: &BTreeMap<u64, MemberExtras>,
+        agent_statuses: &BTreeMap<String, AgentStatus>,
         request_rate: Option<f64>,
         latency: &Latency,
         collect_duration: Duration,
@@ -669,6 +758,13 @@ impl Collector {
             set(&m.member_revision, s.revision);
             set(&m.db_total_size, s.db_size_bytes);
             set(&m.db_total_size_in_use, s.db_size_in_use_bytes);
+            if let Some(a) = agent_statuses.get(&s.info.name) {
+                m.agent_up.get_or_create(&l).set(b(a.up));
+                let as_i64 = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+                set(&m.memory_usage, as_i64(a.memory_usage_bytes));
+                set(&m.disk_usage, as_i64(a.disk_usage_bytes));
+                set(&m.active_connections, as_i64(a.active_connections));
+            }
             if let Some(x) = extras.get(&s.info.id) {
                 set(&m.watchers, x.watchers);
                 if let Some(v) = x.wal_fsync_p95_ms {

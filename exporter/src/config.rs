@@ -57,6 +57,16 @@ pub struct Args {
     )]
     pub cors_origins: Vec<String>,
 
+    /// An etcd-monitor-agent to read (`URL`, or `MEMBER=URL` to pin it to a member);
+    /// repeat or separate with commas. Its snapshot is matched to a member by name.
+    #[arg(
+        long = "agent",
+        env = "ETCD_MONITOR_AGENTS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub agents: Vec<String>,
+
     /// Log line format.
     #[arg(
         long,
@@ -80,6 +90,7 @@ pub struct Config {
     pub native_metrics: bool,
     pub history_retention: Duration,
     pub cors_origins: Vec<axum::http::HeaderValue>,
+    pub agents: Vec<crate::agents::AgentTarget>,
     pub log_format: LogFormat,
 }
 
@@ -123,6 +134,14 @@ impl Config {
                 .map_err(|e| invalid("--cors-origin", format!("invalid origin {o:?}: {e}")))?;
             cors_origins.push(value);
         }
+        let mut agents: Vec<crate::agents::AgentTarget> = Vec::new();
+        for raw in args.agents.iter().filter(|a| !a.trim().is_empty()) {
+            let t = crate::agents::parse_target(raw).map_err(|m| invalid("--agent", m))?;
+            if agents.iter().any(|a| a.url == t.url) {
+                return Err(invalid("--agent", format!("{} given twice", t.url)));
+            }
+            agents.push(t);
+        }
         let member_timeout = etcd.command_timeout.min(args.interval.mul_f64(0.8));
         Ok(Config {
             etcd,
@@ -133,6 +152,7 @@ impl Config {
             native_metrics: args.native_metrics,
             history_retention: args.history_retention,
             cors_origins,
+            agents,
             log_format: args.log_format,
         })
     }

@@ -5,6 +5,7 @@
 //! shutdown token; `main.rs` only parses flags and maps errors to exit codes, so tests run
 //! the exporter in-process.
 
+pub mod agents;
 pub mod api;
 pub mod collector;
 pub mod config;

@@ -97,6 +97,10 @@ pub struct Metrics {
     pub db_total_size_in_use: MemberGauge,
     pub watchers: MemberGauge,
     pub wal_fsync_p95_ms: MemberFGauge,
+    pub memory_usage: MemberGauge,
+    pub disk_usage: MemberGauge,
+    pub active_connections: MemberGauge,
+    pub agent_up: MemberGauge,
     pub backend_commit_p95_ms: MemberFGauge,
     pub probe_read: Family<ReadProbeLabels, Histogram, fn() -> Histogram>,
     pub probe_write: Histogram,
@@ -154,6 +158,10 @@ impl Metrics {
             db_total_size_in_use: reg!("etcd_mvcc_db_total_size_in_use_bytes", "Backend database bytes in use (the rest is reclaimable by defragmentation)", MemberGauge::default()),
             watchers: reg!("etcd_server_watchers", "Watchers on the member", MemberGauge::default()),
             wal_fsync_p95_ms: reg!("etcd_disk_wal_fsync_duration_p95_milliseconds", "95th percentile of WAL fsync since the previous cycle (or since start when idle), in milliseconds", MemberFGauge::default()),
+            memory_usage: reg!("etcd_server_memory_usage_bytes", "Resident memory of the etcd process, from the member's agent", MemberGauge::default()),
+            disk_usage: reg!("etcd_server_disk_usage_bytes", "Bytes used by the member's data dir, from its agent", MemberGauge::default()),
+            active_connections: reg!("etcd_server_active_connections", "Established client connections to the member, from its agent", MemberGauge::default()),
+            agent_up: reg!("etcd_member_agent_up", "1 when the member's agent answered with a valid snapshot in the last cycle", MemberGauge::default()),
             backend_commit_p95_ms: reg!("etcd_disk_backend_commit_duration_p95_milliseconds", "95th percentile of backend commit since the previous cycle (or since start when idle), in milliseconds", MemberFGauge::default()),
             probe_read: reg!("etcd_probe_read_duration_seconds", "Duration of the exporter's read probes", Family::<ReadProbeLabels, Histogram, fn() -> Histogram>::new_with_constructor(probe_histogram)),
             probe_write: reg!("etcd_probe_write_duration_seconds", "Duration of the exporter's write probes", probe_histogram()),
@@ -192,6 +200,10 @@ impl Metrics {
             &self.db_total_size,
             &self.db_total_size_in_use,
             &self.watchers,
+            &self.memory_usage,
+            &self.disk_usage,
+            &self.active_connections,
+            &self.agent_up,
         ] {
             f.clear();
         }

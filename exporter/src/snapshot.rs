@@ -24,6 +24,19 @@ pub struct MemberExtras {
     pub read_error: Option<String>,
 }
 
+/// A member's agent as the last cycle found it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentStatus {
+    pub url: String,
+    pub up: bool,
+    pub error: Option<String>,
+    pub memory_usage_bytes: Option<u64>,
+    pub disk_usage_bytes: Option<u64>,
+    pub active_connections: Option<u64>,
+    /// The agent's whole snapshot (host facts).
+    pub host: Option<serde_json::Value>,
+}
+
 /// One timed probe.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProbeRecord {
@@ -86,6 +99,8 @@ pub struct Snapshot {
     pub interval_ms: u64,
     pub model: ClusterModel,
     pub extras: BTreeMap<u64, MemberExtras>,
+    /// Agents by member name.
+    pub agents: BTreeMap<String, AgentStatus>,
     pub leader_history: Vec<LeaderChange>,
     pub leader_changes_total: u64,
     pub request_rate_per_second: Option<f64>,
@@ -108,6 +123,7 @@ impl Snapshot {
                 alarms: None,
             }),
             extras: BTreeMap::new(),
+            agents: BTreeMap::new(),
             leader_history: Vec::new(),
             leader_changes_total: 0,
             request_rate_per_second: None,

@@ -1,15 +1,17 @@
 //! The test harness: real etcd clusters started from the `etcd` binary on loopback ports,
 //! with TLS and client-certificate auth, etcd auth, or a tiny space quota on demand; and
-//! the exporter run in-process against them.
+//! the exporter and the agent run in-process against them.
 //!
 //! Every process is killed when its owner is dropped, also when a test panics. At most
 //! [`MAX_CLUSTERS`] clusters run at once (the machines have two cores), whatever the
 //! number of test threads.
 
+pub mod agent;
 pub mod etcd;
 pub mod exporter;
 pub mod tls;
 
+pub use agent::RunningAgent;
 pub use etcd::{ClusterOptions, EtcdCluster};
 pub use exporter::RunningExporter;
 
@@ -47,4 +49,32 @@ where
 /// Installs a tracing subscriber once, so exporter logs show with `--nocapture`.
 pub fn init_logs() {
     common::telemetry::init(common::telemetry::LogFormat::Text);
+}
+
+/// Runs `promtool check metrics` on `text`: its exit code (0 clean, 3 lint remarks, 1
+/// a parse error) and everything it printed.
+pub fn promtool_check_metrics(text: &str) -> (i32, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) must be installed");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }

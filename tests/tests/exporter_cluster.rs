@@ -208,7 +208,7 @@ async fn healthy_cluster_every_metric_and_the_api_agree() {
     // promtool accepts the exposition: lint remarks only (names fixed by etcd and the
     // contract), never a parse error.
     let (_, text) = exp.get("/metrics").await;
-    let out = promtool_check_metrics(&text);
+    let out = tests::promtool_check_metrics(&text);
     exp.stop().await.expect("clean stop");
     assert!(
         out.0 == 0 || out.0 == 3,
@@ -224,32 +224,6 @@ async fn healthy_cluster_every_metric_and_the_api_agree() {
             "promtool reported more than lint: {line}"
         );
     }
-}
-
-fn promtool_check_metrics(text: &str) -> (i32, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) must be installed");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    let out = child.wait_with_output().expect("promtool");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
