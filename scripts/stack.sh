@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Command 1 of the README: set up and run the whole stack locally, no Docker: a 3-member
-# etcd cluster on 127.0.0.1 and the etcd-monitor exporter in front of it. Ctrl-C stops
+# etcd cluster on 127.0.0.1, one etcd-monitor-agent per member, and the etcd-monitor
+# exporter in front of them. Ctrl-C stops
 # everything. Data lives in .stack/ (kept between runs; `--clean` starts afresh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ fi
 
 ./scripts/setup.sh
 echo "stack: building (release)"
-cargo build --release --locked -p exporter
+cargo build --release --locked -p exporter -p agent
 bin="$root/target/release"
 
 mkdir -p "$state"
@@ -55,7 +56,18 @@ done
 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 ||
     { echo "stack: etcd did not become healthy; see $state/m*.log" >&2; exit 1; }
 
-"$bin/etcd-monitor" --endpoints "$endpoints" --listen 127.0.0.1:8080 \
+agent_ports=(9101 9102 9103)
+agents=()
+for i in 0 1 2; do
+    name="m$((i + 1))"
+    "$bin/etcd-monitor-agent" --member "$name" --data-dir "$state/$name.etcd" \
+        --etcd-client-port "${client_ports[$i]}" --listen "127.0.0.1:${agent_ports[$i]}" \
+        >>"$state/agent-$name.log" 2>&1 &
+    pids+=($!)
+    agents+=("--agent" "$name=http://127.0.0.1:${agent_ports[$i]}")
+done
+
+"$bin/etcd-monitor" --endpoints "$endpoints" --listen 127.0.0.1:8080 "${agents[@]}" \
     >>"$state/exporter.log" 2>&1 &
 pids+=($!)
 
@@ -63,6 +75,8 @@ cat <<EOT
 
 etcd-monitor local stack is running (logs in .stack/):
   etcd members     $endpoints
+  agents           http://127.0.0.1:9101/metrics  :9102  :9103  (JSON: /api/v1/snapshot)
+  status page      http://127.0.0.1:8080/
   exporter         http://127.0.0.1:8080/metrics
   cluster status   http://127.0.0.1:8080/api/v1/cluster/status
   members          http://127.0.0.1:8080/api/v1/cluster/members
