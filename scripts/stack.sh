@@ -17,6 +17,13 @@ echo "stack: building (release)"
 cargo build --release --locked -p exporter -p agent
 bin="$root/target/release"
 
+for port in 2379 2380 12379 12380 22379 22380 9101 9102 9103 8080; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "stack: port $port on 127.0.0.1 is already in use; stop what holds it (ss -ltnp | grep :$port)" >&2
+        exit 1
+    fi
+done
+
 mkdir -p "$state"
 pids=()
 stop() {

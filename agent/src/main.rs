@@ -40,11 +40,7 @@ fn main() -> ExitCode {
             }
         };
         let shutdown = CancellationToken::new();
-        let signal = shutdown.clone();
-        tokio::spawn(async move {
-            common::shutdown::signal().await;
-            signal.cancel();
-        });
+        tokio::spawn(common::shutdown::cancel_on_signal(shutdown.clone()));
         match agent::run(config, listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -130,3 +130,74 @@ fn help_explains_every_flag() {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn health_cycle(port: u16) -> Option<u64> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let json = body.split("\r\n\r\n").nth(1)?;
+    serde_json::from_str::<serde_json::Value>(json).ok()?["cycle"].as_u64()
+}
+
+/// A closed stderr (its reader gone) must neither kill the collector, which logs, nor
+/// keep SIGTERM from shutting the exporter down.
+#[test]
+fn sigterm_stops_it_even_with_stderr_closed() {
+    let port = free_port();
+    let dead = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--endpoints",
+            &format!("127.0.0.1:{dead}"),
+            "--interval",
+            "1s",
+        ])
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stderr.take());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        if let Some(c) = health_cycle(port).filter(|&c| c >= 1) {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "exporter never answered /health");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The collector has logged "member is down" into the closed pipe and goes on.
+    std::thread::sleep(Duration::from_millis(2500));
+    let later = health_cycle(port).expect("still serving");
+    assert!(later > first, "collector stopped at cycle {first}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert_eq!(status.code(), Some(0));
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("SIGTERM did not stop the exporter");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
