@@ -1,0 +1,327 @@
+//! Alerts as the relay receives them: Prometheus's Alertmanager v2 array and the
+//! Alertmanager webhook payload (version 4), validated into one [`Alert`] shape. An
+//! alert's identity is the fingerprint of its label set.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Label names and values.
+pub type Labels = BTreeMap<String, String>;
+
+/// Firing or resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Firing,
+    Resolved,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Firing => "firing",
+            Status::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert, validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub fingerprint: String,
+    pub labels: Labels,
+    pub annotations: Labels,
+    /// RFC 3339, as received (empty when absent).
+    pub starts_at: String,
+    pub ends_at: String,
+    pub generator_url: String,
+    pub status: Status,
+}
+
+impl Alert {
+    pub fn name(&self) -> &str {
+        self.labels.get("alertname").map_or("", String::as_str)
+    }
+}
+
+/// FNV-1a 64 over the sorted label pairs, each name and value followed by 0xff: the
+/// same identity Alertmanager gives a label set.
+pub fn fingerprint(labels: &Labels) -> String {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(PRIME);
+        }
+    };
+    for (k, v) in labels {
+        eat(k.as_bytes());
+        eat(&[0xff]);
+        eat(v.as_bytes());
+        eat(&[0xff]);
+    }
+    format!("{h:016x}")
+}
+
+/// Why a payload was refused (the message names the place).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidPayload(pub String);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
+struct PostableAlert {
+    labels: Option<Labels>,
+    #[serde(default)]
+    annotations: Labels,
+    #[serde(default)]
+    starts_at: Option<String>,
+    #[serde(default)]
+    ends_at: Option<String>,
+    #[serde(default, rename = "generatorURL")]
+    generator_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WebhookAlert {
+    #[serde(default)]
+    status: Option<String>,
+    labels: Option<Labels>,
+    #[serde(default)]
+    annotations: Labels,
+    #[serde(default)]
+    starts_at: Option<String>,
+    #[serde(default)]
+    ends_at: Option<String>,
+    #[serde(default, rename = "generatorURL")]
+    generator_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WebhookPayload {
+    version: Option<String>,
+    alerts: Option<Vec<WebhookAlert>>,
+}
+
+/// Most alerts accepted in one request (Prometheus sends up to 256).
+pub const MAX_ALERTS: usize = 1000;
+
+/// Parses an RFC 3339 timestamp into Unix milliseconds (`None` for the zero time).
+pub fn parse_time(s: &str) -> Result<Option<i64>, String> {
+    // Alertmanager's zero time means "not set".
+    if s.starts_with("0001-01-01") {
+        return Ok(None);
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("invalid time {s:?}: {e}"))?;
+    Ok(Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
+}
+
+fn validate_labels(labels: Option<Labels>, at: &str) -> Result<Labels, InvalidPayload> {
+    let labels = labels.ok_or_else(|| InvalidPayload(format!("{at}: missing \"labels\"")))?;
+    if labels.is_empty() {
+        return Err(InvalidPayload(format!("{at}: \"labels\" is empty")));
+    }
+    for (k, v) in &labels {
+        let valid = !k.is_empty()
+            && k.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(InvalidPayload(format!("{at}: invalid label name {k:?}")));
+        }
+        if v.is_empty() {
+            return Err(InvalidPayload(format!(
+                "{at}: label {k:?} has an empty value"
+            )));
+        }
+    }
+    Ok(labels)
+}
+
+fn status_at(ends_at: Option<&str>, now: SystemTime, at: &str) -> Result<Status, InvalidPayload> {
+    let now_ms = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as i64;
+    match ends_at.filter(|s| !s.is_empty()) {
+        None => Ok(Status::Firing),
+        Some(s) => match parse_time(s).map_err(|e| InvalidPayload(format!("{at}: endsAt: {e}")))? {
+            Some(end) if end <= now_ms => Ok(Status::Resolved),
+            _ => Ok(Status::Firing),
+        },
+    }
+}
+
+fn check_time(s: &Option<String>, at: &str, field: &str) -> Result<(), InvalidPayload> {
+    if let Some(s) = s.as_deref().filter(|s| !s.is_empty()) {
+        parse_time(s).map_err(|e| InvalidPayload(format!("{at}: {field}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Parses `POST /api/v2/alerts` (a JSON array of postable alerts).
+pub fn parse_v2(body: &[u8], now: SystemTime) -> Result<Vec<Alert>, InvalidPayload> {
+    let raw: Vec<PostableAlert> = serde_json::from_slice(body)
+        .map_err(|e| InvalidPayload(format!("invalid alerts array: {e}")))?;
+    if raw.len() > MAX_ALERTS {
+        return Err(InvalidPayload(format!(
+            "{} alerts in one request; at most {MAX_ALERTS}",
+            raw.len()
+        )));
+    }
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let at = format!("alert {i}");
+            let labels = validate_labels(a.labels, &at)?;
+            check_time(&a.starts_at, &at, "startsAt")?;
+            let status = status_at(a.ends_at.as_deref(), now, &at)?;
+            Ok(Alert {
+                fingerprint: fingerprint(&labels),
+                labels,
+                annotations: a.annotations,
+                starts_at: a.starts_at.unwrap_or_default(),
+                ends_at: a.ends_at.unwrap_or_default(),
+                generator_url: a.generator_url.unwrap_or_default(),
+                status,
+            })
+        })
+        .collect()
+}
+
+/// Parses `POST /api/v1/alertmanager` (an Alertmanager webhook payload, version 4).
+pub fn parse_webhook(body: &[u8], now: SystemTime) -> Result<Vec<Alert>, InvalidPayload> {
+    let p: WebhookPayload = serde_json::from_slice(body)
+        .map_err(|e| InvalidPayload(format!("invalid webhook payload: {e}")))?;
+    match p.version.as_deref() {
+        Some("4") => {}
+        Some(v) => {
+            return Err(InvalidPayload(format!(
+                "unsupported webhook payload version {v:?}; expected \"4\""
+            )))
+        }
+        None => return Err(InvalidPayload("missing \"version\"".into())),
+    }
+    let alerts = p
+        .alerts
+        .ok_or_else(|| InvalidPayload("missing \"alerts\"".into()))?;
+    if alerts.len() > MAX_ALERTS {
+        return Err(InvalidPayload(format!(
+            "{} alerts in one request; at most {MAX_ALERTS}",
+            alerts.len()
+        )));
+    }
+    alerts
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let at = format!("alerts[{i}]");
+            let labels = validate_labels(a.labels, &at)?;
+            check_time(&a.starts_at, &at, "startsAt")?;
+            let status = match a.status.as_deref() {
+                Some("resolved") => Status::Resolved,
+                Some("firing") => status_at(a.ends_at.as_deref(), now, &at)?,
+                None => status_at(a.ends_at.as_deref(), now, &at)?,
+                Some(other) => {
+                    return Err(InvalidPayload(format!(
+                        "{at}: status {other:?} is neither \"firing\" nor \"resolved\""
+                    )))
+                }
+            };
+            Ok(Alert {
+                fingerprint: fingerprint(&labels),
+                labels,
+                annotations: a.annotations,
+                starts_at: a.starts_at.unwrap_or_default(),
+                ends_at: a.ends_at.unwrap_or_default(),
+                generator_url: a.generator_url.unwrap_or_default(),
+                status,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    #[test]
+    fn fingerprint_ignores_order_and_matches_alertmanager_style() {
+        let a: Labels = [("b".into(), "2".into()), ("a".into(), "1".into())].into();
+        let b: Labels = [("a".into(), "1".into()), ("b".into(), "2".into())].into();
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_eq!(fingerprint(&a).len(), 16);
+        let c: Labels = [("a".into(), "12".into())].into();
+        let d: Labels = [("a1".into(), "2".into())].into();
+        assert_ne!(
+            fingerprint(&c),
+            fingerprint(&d),
+            "the separator keeps pairs apart"
+        );
+        // FNV-1a 64 of nothing is the offset basis.
+        assert_eq!(fingerprint(&Labels::new()), "cbf29ce484222325");
+    }
+
+    #[test]
+    fn v2_alerts_firing_and_resolved_by_ends_at() {
+        let body = br#"[
+          {"labels":{"alertname":"EtcdNoLeader","severity":"critical"},"annotations":{"summary":"no leader"},
+           "startsAt":"2027-01-15T08:00:00Z","endsAt":"2027-01-15T08:30:00Z","generatorURL":"http://p/graph"},
+          {"labels":{"alertname":"EtcdNoLeader","severity":"critical","member":"m2"},
+           "startsAt":"2027-01-15T07:00:00Z","endsAt":"2027-01-15T08:10:00.123+01:00"}
+        ]"#;
+        let alerts = parse_v2(body, now()).expect("parse");
+        assert_eq!(alerts.len(), 2);
+        assert_eq!(alerts[0].status, Status::Firing);
+        assert_eq!(alerts[0].name(), "EtcdNoLeader");
+        assert_eq!(alerts[1].status, Status::Resolved);
+        assert_ne!(alerts[0].fingerprint, alerts[1].fingerprint);
+    }
+
+    #[test]
+    fn webhook_payload_v4() {
+        let body = br#"{"version":"4","groupKey":"{}:{}","status":"firing","receiver":"r",
+          "alerts":[{"status":"firing","labels":{"alertname":"X"},"annotations":{},
+          "startsAt":"2027-01-15T08:00:00Z","endsAt":"0001-01-01T00:00:00Z","fingerprint":"abc"},
+          {"status":"resolved","labels":{"alertname":"Y"},"startsAt":"2027-01-15T08:00:00Z","endsAt":"2027-01-15T08:05:00Z"}]}"#;
+        let alerts = parse_webhook(body, now()).expect("parse");
+        assert_eq!(alerts[0].status, Status::Firing);
+        assert_eq!(alerts[1].status, Status::Resolved);
+    }
+
+    #[test]
+    fn bad_payloads_name_the_problem() {
+        for (body, want) in [
+            (&b"{not json"[..], "invalid alerts array"),
+            (br#"{"labels":{}}"#, "invalid alerts array"),
+            (br#"[{"annotations":{}}]"#, "alert 0: missing \"labels\""),
+            (br#"[{"labels":{}}]"#, "alert 0: \"labels\" is empty"),
+            (br#"[{"labels":{"a":1}}]"#, "invalid alerts array"),
+            (br#"[{"labels":{"9x":"v"}}]"#, "invalid label name"),
+            (
+                br#"[{"labels":{"a":"v"},"endsAt":"yesterday"}]"#,
+                "alert 0: endsAt",
+            ),
+            (br#"[{"labels":{"a":"v"},"colour":"red"}]"#, "unknown field"),
+        ] {
+            let err = parse_v2(body, now()).expect_err(std::str::from_utf8(body).unwrap_or("?"));
+            assert!(err.0.contains(want), "{err} lacks {want}");
+        }
+        let err = parse_webhook(br#"{"version":"3","alerts":[]}"#, now()).expect_err("v3");
+        assert!(err.0.contains("version"), "{err}");
+        let err = parse_webhook(br#"{"version":"4"}"#, now()).expect_err("no alerts");
+        assert!(err.0.contains("alerts"), "{err}");
+    }
+}
