@@ -50,6 +50,7 @@ tmp=""
 etcd_pid=""
 agent_pid=""
 node_pid=""
+fg_pid="" # the command run_wait is waiting for
 
 stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL
     local pid=$1 i
@@ -68,6 +69,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
+    stop_pid "$fg_pid"
     stop_pid "$agent_pid"
     stop_pid "$node_pid"
     stop_pid "$etcd_pid"
@@ -94,6 +96,7 @@ trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM
 
 load_start=$(cat /proc/loadavg)
+declare -A R=() # results, for the summary
 
 # ---------------------------------------------------------------- prerequisites
 for tool in etcd etcdctl curl python3 getconf apt-get dpkg-query; do
@@ -130,10 +133,15 @@ if ! command -v prometheus-node-exporter >/dev/null; then
         fi
         stop_pid "$pid"
     done
+    left=$(node_exporter_pids | tr '\n' ' ')
+    [[ "$before" == " ${left} " || -z "${left// /}" ]] ||
+        die "a node_exporter from the package is still running: $left"
+    R[install]="installed prometheus-node-exporter; no package-started node_exporter left running"
 fi
 if ! command -v wrk >/dev/null; then
     apt_install wrk
     command -v wrk >/dev/null || die "wrk not in PATH after the install"
+    R[install]="${R[install]:+${R[install]}; }installed wrk"
 fi
 others=$(node_exporter_pids | tr '\n' ' ')
 [[ -z "${others// /}" ]] || log "note: node_exporter already running, not ours, left alone: pid(s) $others"
@@ -205,6 +213,18 @@ start_node_exporter() {
     wait_http_200 "http://127.0.0.1:$NODE_PORT/metrics" "$node_pid" "node_exporter" 30
 }
 
+# Runs a command in the background and waits for it: unlike a foreground command, `wait`
+# returns at once on Ctrl-C or kill, so the trap (and cleanup) runs without delay.
+run_wait() {
+    local rc=0
+    "$@" &
+    fg_pid=$!
+    wait "$fg_pid" || rc=$?
+    fg_pid=""
+    return "$rc"
+}
+nap() { run_wait sleep "$1"; }
+
 cpu_ticks() { # utime+stime (fields 14, 15) of PID; comm may contain spaces, so cut at ')'
     local rest
     rest=$(<"/proc/$1/stat")
@@ -221,8 +241,7 @@ io_field() { # io_field PID FIELD: a counter from /proc/PID/io
 }
 
 # Prints the wall time of SCRAPES sequential GETs of URL in ns; fails on any non-200.
-scrape_loop() { # scrape_loop URL
-    timeout 300 "$PY" - "$1" "$SCRAPES" <<'EOF'
+cat >"$tmp/scrape.py" <<'EOF'
 import sys, time, urllib.request
 url, n = sys.argv[1], int(sys.argv[2])
 t0 = time.monotonic_ns()
@@ -233,20 +252,18 @@ for _ in range(n):
         r.read()
 print(time.monotonic_ns() - t0)
 EOF
-}
 
 fsync_count() { # the agent's probe count from /metrics
     curl -sf -m 5 "http://127.0.0.1:$AGENT_PORT/metrics" |
         awk '$1 ~ /^etcd_agent_fsync_duration_seconds_count/ { print $2; found = 1 } END { if (!found) exit 1 }'
 }
 
-declare -A R=() # results, for the summary
 
 # ---------------------------------------------------------------- agent + node_exporter
 log "starting etcd-monitor-agent on :$AGENT_PORT and node_exporter on :$NODE_PORT"
 start_agent 10s
 start_node_exporter
-sleep "$SETTLE_SECONDS"
+nap "$SETTLE_SECONDS"
 R[agent.rss0]=$(rss_mib "$agent_pid")
 R[node.rss0]=$(rss_mib "$node_pid")
 # The agent must have found the etcd process (it looks for the data dir in command lines).
@@ -271,7 +288,9 @@ measure() { # measure KEY NAME PID PORT
 
     log "$name: $SCRAPES sequential scrapes of $url"
     c0=$(cpu_ticks "$pid")
-    ns=$(scrape_loop "$url") || die "$name: scrape loop failed"
+    run_wait timeout 300 "$PY" "$tmp/scrape.py" "$url" "$SCRAPES" >"$tmp/scrape-$key.ns" ||
+        die "$name: scrape loop failed"
+    ns=$(<"$tmp/scrape-$key.ns")
     c1=$(cpu_ticks "$pid")
     R[$key.ticks]=$((c1 - c0))
     R[$key.cpu]=$(awk -v d="$((c1 - c0))" -v hz="$CLK_TCK" -v n="$SCRAPES" \
@@ -279,8 +298,8 @@ measure() { # measure KEY NAME PID PORT
     R[$key.wall]=$(awk -v ns="$ns" -v n="$SCRAPES" 'BEGIN { printf "%.3f", ns / 1e6 / n }')
 
     log "$name: wrk ${WRK_ARGS[*]} $url"
-    wrk_out=$(timeout 60 wrk "${WRK_ARGS[@]}" "$url") || die "$name: wrk failed"
-    echo "$wrk_out" >"$tmp/wrk-$key.txt"
+    run_wait timeout 60 wrk "${WRK_ARGS[@]}" "$url" >"$tmp/wrk-$key.txt" || die "$name: wrk failed"
+    wrk_out=$(<"$tmp/wrk-$key.txt")
     R[$key.p50]=$(awk '$1 == "50%" { print $2 }' <<<"$wrk_out")
     R[$key.p99]=$(awk '$1 == "99%" { print $2 }' <<<"$wrk_out")
     R[$key.rps]=$(awk '$1 == "Requests/sec:" { print $2 }' <<<"$wrk_out")
@@ -292,7 +311,7 @@ measure() { # measure KEY NAME PID PORT
 }
 
 measure agent etcd-monitor-agent "$agent_pid" "$AGENT_PORT"
-sleep 2
+nap 2
 measure node node_exporter "$node_pid" "$NODE_PORT"
 R[agent.rss1]=$(rss_mib "$agent_pid")
 R[node.rss1]=$(rss_mib "$node_pid")
@@ -315,13 +334,13 @@ probe_run() { # probe_run KEY PROBE_INTERVAL
             sleep 0.2
         done
     fi
-    sleep "$SETTLE_SECONDS"
+    nap "$SETTLE_SECONDS"
     n0=$(fsync_count) || die "no etcd_agent_fsync_duration_seconds_count in /metrics"
     w0=$(io_field "$agent_pid" write_bytes)
     s0=$(io_field "$agent_pid" syscw)
     c0=$(cpu_ticks "$agent_pid")
     t0=$(date +%s%N)
-    sleep "$IO_WINDOW"
+    nap "$IO_WINDOW"
     w1=$(io_field "$agent_pid" write_bytes)
     s1=$(io_field "$agent_pid" syscw)
     c1=$(cpu_ticks "$agent_pid")
@@ -332,6 +351,7 @@ probe_run() { # probe_run KEY PROBE_INTERVAL
     R[$key.sw]=$(awk -v d="$((s1 - s0))" -v ns="$((t1 - t0))" 'BEGIN { printf "%.1f", d * 60e9 / ns }')
     R[$key.cpu]=$(awk -v d="$((c1 - c0))" -v hz="$CLK_TCK" -v ns="$((t1 - t0))" \
         'BEGIN { printf "%.0f", d * 1000 / hz * 60e9 / ns }')
+    R[$key.raw]="$((w1 - w0)) B, $((s1 - s0)) syscw"
     R[$key.probes]=$((n1 - n0))
     R[$key.secs]=$(awk -v ns="$((t1 - t0))" 'BEGIN { printf "%.1f", ns / 1e9 }')
     stop_pid "$agent_pid"
@@ -362,12 +382,13 @@ host: nproc=$(nproc), kernel $(uname -r); CLK_TCK=$CLK_TCK
 versions: etcd $etcd_version; $("$agent_bin" --version); $node_version
 loadavg at start: $load_start
 loadavg at end:   $load_end
+prerequisites: ${R[install]:-prometheus-node-exporter and wrk were already installed}
 etcd: 1 member on 127.0.0.1:$CLIENT_PORT; agent: ${R[agent.etcd]}
 agent --interval 5s --fsync-probe-interval 10s on :$AGENT_PORT; node_exporter default collectors on :$NODE_PORT
 EOF
 row "" "etcd-monitor-agent" "node_exporter"
 row "RSS ${SETTLE_SECONDS} s after start (MiB)" "${R[agent.rss0]}" "${R[node.rss0]}"
-row "RSS at the end (MiB)" "${R[agent.rss1]}" "${R[node.rss1]}"
+row "RSS after the scrapes + wrk (MiB)" "${R[agent.rss1]}" "${R[node.rss1]}"
 row "CPU per scrape, $SCRAPES sequential (ms)" "${R[agent.cpu]}" "${R[node.cpu]}"
 row "  (CPU ticks over the $SCRAPES scrapes)" "${R[agent.ticks]}" "${R[node.ticks]}"
 row "wall time per scrape (ms)" "${R[agent.wall]}" "${R[node.wall]}"
@@ -383,7 +404,9 @@ cat <<EOF
 fsync probe, agent alone, ${IO_WINDOW} s windows (/proc/<agent>/io, scaled to per minute):
 EOF
 row "" "probe 10s (default)" "probe off (0)"
+row "window length (s)" "${R[on.secs]}" "${R[off.secs]}"
 row "probes in the window" "${R[on.probes]}" "${R[off.probes]}"
+row "raw deltas over the window" "${R[on.raw]}" "${R[off.raw]}"
 row "write_bytes per minute" "${R[on.wb]}" "${R[off.wb]}"
 row "write syscalls (syscw) per minute" "${R[on.sw]}" "${R[off.sw]}"
 row "agent CPU per minute, no scrapes (ms)" "${R[on.cpu]}" "${R[off.cpu]}"

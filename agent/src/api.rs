@@ -46,15 +46,30 @@ async fn snapshot(State(s): State<AppState>) -> Response {
     Json(&*snap).into_response()
 }
 
+/// 200 while collections keep coming; 503 when the last one is older than three
+/// intervals plus 10 s (a hung disk can block the collectors).
 async fn health(State(s): State<AppState>) -> Response {
     let snap = s.snapshots.borrow().clone();
-    Json(json!({
-        "status": "ok",
-        "member": snap.member,
-        "last_collect_unix_ms": snap.at_unix_ms,
-        "etcd_process_up": snap.etcd_process.is_some(),
-    }))
-    .into_response()
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let stale = now.saturating_sub(snap.at_unix_ms) > 3 * snap.interval_ms + 10_000;
+    let code = if stale {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (
+        code,
+        Json(json!({
+            "status": if stale { "stale" } else { "ok" },
+            "member": snap.member,
+            "last_collect_unix_ms": snap.at_unix_ms,
+            "etcd_process_up": snap.etcd_process.is_some(),
+        })),
+    )
+        .into_response()
 }
 
 async fn not_found(uri: Uri) -> Response {

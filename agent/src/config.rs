@@ -26,7 +26,7 @@ pub struct Args {
     /// Log line format.
     #[arg(
         long,
-        env = "ETCD_MONITOR_LOG_FORMAT",
+        env = "ETCD_MONITOR_AGENT_LOG_FORMAT",
         value_enum,
         default_value = "text",
         global = true
@@ -46,57 +46,65 @@ pub enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonArgs {
     /// The etcd member's name, put on every series as `member` (default: the host name).
-    #[arg(long, env = "ETCD_MONITOR_MEMBER")]
+    #[arg(long, env = "ETCD_MONITOR_AGENT_MEMBER")]
     pub member: Option<String>,
 
     /// The member's data dir (required).
-    #[arg(long, env = "ETCD_MONITOR_DATA_DIR", value_name = "DIR")]
+    #[arg(long, env = "ETCD_MONITOR_AGENT_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
     /// Address to serve /metrics and /api/v1/snapshot on.
     #[arg(
         long,
-        env = "ETCD_MONITOR_LISTEN",
+        env = "ETCD_MONITOR_AGENT_LISTEN",
         default_value = "0.0.0.0:9101",
         value_name = "ADDR:PORT"
     )]
     pub listen: String,
 
     /// PID of the etcd process (default: the process whose command line names the data dir).
-    #[arg(long, env = "ETCD_MONITOR_ETCD_PID", conflicts_with = "etcd_pid_file")]
+    #[arg(
+        long,
+        env = "ETCD_MONITOR_AGENT_ETCD_PID",
+        conflicts_with = "etcd_pid_file"
+    )]
     pub etcd_pid: Option<i32>,
 
     /// File holding the PID of the etcd process.
-    #[arg(long, env = "ETCD_MONITOR_ETCD_PID_FILE", value_name = "FILE")]
+    #[arg(long, env = "ETCD_MONITOR_AGENT_ETCD_PID_FILE", value_name = "FILE")]
     pub etcd_pid_file: Option<PathBuf>,
 
     /// The member's client port, for counting established client connections.
-    #[arg(long, env = "ETCD_MONITOR_ETCD_CLIENT_PORT", default_value_t = 2379)]
+    #[arg(
+        long,
+        env = "ETCD_MONITOR_AGENT_ETCD_CLIENT_PORT",
+        default_value_t = 2379
+    )]
     pub etcd_client_port: u16,
 
     /// Time between two fsync probes; 0 turns the probe off.
-    #[arg(long, env = "ETCD_MONITOR_FSYNC_PROBE_INTERVAL", default_value = "10s", value_parser = parse_duration_or_zero)]
+    #[arg(long, env = "ETCD_MONITOR_AGENT_FSYNC_PROBE_INTERVAL", default_value = "10s", value_parser = parse_duration_or_zero)]
     pub fsync_probe_interval: Duration,
 
     /// Directory for the probe file (default: a hidden directory beside the data dir). It
     /// must be on the data dir's filesystem and outside etcd's member directory.
-    #[arg(long, env = "ETCD_MONITOR_FSYNC_PROBE_DIR", value_name = "DIR")]
+    #[arg(long, env = "ETCD_MONITOR_AGENT_FSYNC_PROBE_DIR", value_name = "DIR")]
     pub fsync_probe_dir: Option<PathBuf>,
 
     /// Bytes written by each probe, in place (etcd's WAL records are about this size).
     #[arg(
         long,
-        env = "ETCD_MONITOR_FSYNC_PROBE_BLOCK_SIZE",
+        env = "ETCD_MONITOR_AGENT_FSYNC_PROBE_BLOCK_SIZE",
         default_value_t = 2300
     )]
     pub fsync_probe_block_size: usize,
 
     /// Time between two collections of the host facts.
-    #[arg(long, env = "ETCD_MONITOR_INTERVAL", default_value = "5s", value_parser = common::parse_duration)]
+    #[arg(long, env = "ETCD_MONITOR_AGENT_INTERVAL", default_value = "5s", value_parser = common::parse_duration)]
     pub interval: Duration,
 
     /// Measure the bytes used by the data dir (walks the directory each collection).
-    #[arg(long, env = "ETCD_MONITOR_DATA_DIR_USAGE", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    #[arg(long, env = "ETCD_MONITOR_AGENT_DATA_DIR_USAGE", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
     pub data_dir_usage: bool,
 }
 
@@ -152,16 +160,25 @@ fn device_of(path: &Path) -> std::io::Result<u64> {
         .map_err(std::io::Error::from)
 }
 
-/// The default probe dir: `.<data dir name>.fsync-probe` beside the data dir.
+/// The default probe dir: `.<data dir name>.fsync-probe` beside the data dir; when the
+/// data dir is a mount point of its own (its parent is on another filesystem), a hidden
+/// directory inside it, `.etcd-monitor-fsync-probe`, outside etcd's `member/` (etcd only
+/// logs a warning about unknown entries there).
 pub fn default_probe_dir(data_dir: &Path) -> PathBuf {
     let name = data_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "etcd".into());
-    data_dir
-        .parent()
-        .unwrap_or(Path::new("/"))
-        .join(format!(".{name}.fsync-probe"))
+    let parent = data_dir.parent().unwrap_or(Path::new("/"));
+    let same_fs = match (device_of(parent), device_of(data_dir)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => true,
+    };
+    if same_fs {
+        parent.join(format!(".{name}.fsync-probe"))
+    } else {
+        data_dir.join(".etcd-monitor-fsync-probe")
+    }
 }
 
 impl Config {
@@ -280,4 +297,22 @@ fn check_probe_dir(data_dir: &Path, probe_dir: &Path) -> Result<(), ConfigError>
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_dir_defaults_beside_the_data_dir_or_inside_a_mounted_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let data = dir.path().join("m1.etcd");
+        std::fs::create_dir(&data).expect("mkdir");
+        assert_eq!(default_probe_dir(&data), dir.path().join(".m1.etcd.fsync-probe"));
+        // /dev/shm is a mount of its own on Linux: its parent is another filesystem.
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() && device_of(shm).ok() != device_of(Path::new("/dev")).ok() {
+            assert_eq!(default_probe_dir(shm), shm.join(".etcd-monitor-fsync-probe"));
+        }
+    }
 }

@@ -103,7 +103,7 @@ pub struct Report {
 pub enum Error {
     #[error("--dir: {0}")]
     Dir(String),
-    #[error("--block-size: must not be larger than --size")]
+    #[error("--block-size: must not be larger than --size nor 64 MiB")]
     BlockSize,
     #[error("writing {path}: {source}")]
     Io {
@@ -112,6 +112,9 @@ pub enum Error {
         source: std::io::Error,
     },
 }
+
+/// The largest block accepted (each block is held in memory).
+pub const MAX_BLOCK: u64 = 64 * 1024 * 1024;
 
 struct RemoveOnDrop(PathBuf);
 
@@ -135,7 +138,7 @@ pub fn run(args: &DiskCheckArgs) -> Result<Report, Error> {
             args.dir.display()
         )));
     }
-    if args.block_size > args.size {
+    if args.block_size > args.size || args.block_size > MAX_BLOCK {
         return Err(Error::BlockSize);
     }
     let path = args.dir.join(format!(

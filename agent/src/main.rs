@@ -3,11 +3,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let args = agent::Args::parse();
+    let args: agent::Args = common::parse_args("etcd-monitor-agent");
     if let Some(agent::config::Command::DiskCheck(dc)) = &args.command {
         return agent::disk_check::main(dc);
     }
@@ -31,7 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         let listener = match common::http::bind(config.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -48,5 +47,8 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
-    })
+    });
+    // A collection blocked on a hung disk must not keep the process from exiting.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }

@@ -326,11 +326,13 @@ impl Collector for SnapshotCollector {
                 "CPU seconds used by the etcd process",
                 &[(base.clone(), p.cpu_seconds)],
             )?;
-            e.gauge(
-                "etcd_agent_etcd_process_open_fds",
-                "Open file descriptors of the etcd process",
-                &[(base.clone(), p.open_fds as f64)],
-            )?;
+            if let Some(fds) = p.open_fds {
+                e.gauge(
+                    "etcd_agent_etcd_process_open_fds",
+                    "Open file descriptors of the etcd process",
+                    &[(base.clone(), fds as f64)],
+                )?;
+            }
             if let Some(max) = p.max_fds {
                 e.gauge(
                     "etcd_agent_etcd_process_max_fds",

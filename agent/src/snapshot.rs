@@ -66,7 +66,7 @@ pub struct ProcessFacts {
     pub pid: i32,
     pub resident_memory_bytes: u64,
     pub cpu_seconds: f64,
-    pub open_fds: u64,
+    pub open_fds: Option<u64>,
     pub max_fds: Option<u64>,
     pub threads: u64,
 }
@@ -88,6 +88,8 @@ pub struct AgentSnapshot {
     pub member: String,
     pub data_dir: String,
     pub at_unix_ms: u64,
+    /// The collection interval, so readers can tell a stuck agent from a slow one.
+    pub interval_ms: u64,
     pub collectors: Vec<CollectorStatus>,
     pub disk: Option<DiskFacts>,
     pub filesystem: Option<FilesystemFacts>,

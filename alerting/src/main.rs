@@ -3,11 +3,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let args = alerting::Args::parse();
+    let args: alerting::Args = common::parse_args("etcd-monitor-relay");
     let config = match alerting::Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {

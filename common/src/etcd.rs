@@ -260,6 +260,11 @@ impl EtcdConfig {
                 });
             }
         }
+        if args.insecure_skip_tls_verify && user.is_some() {
+            tracing::warn!(
+                "--insecure-skip-tls-verify with --user: the etcd password goes to servers whose certificates are not checked"
+            );
+        }
         if args.insecure_skip_tls_verify {
             // Build the TLS config once now so that a bad client certificate is reported
             // at start like on the verifying path.

@@ -13,3 +13,32 @@ pub mod telemetry;
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
+
+/// Parses the command line like clap's `Parser::parse`, but a usage error is one line
+/// (`<program>: <what is wrong> (see --help)`) and exit code 2, as for every other
+/// configuration problem. `--help` and `--version` print and exit 0.
+pub fn parse_args<T: clap::Parser>(program: &str) -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments")
+                .trim()
+                .trim_start_matches("error: ");
+            eprintln!("{program}: {first} (see --help)");
+            std::process::exit(2);
+        }
+    }
+}

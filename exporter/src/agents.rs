@@ -58,6 +58,10 @@ struct ProcessView {
 struct SnapshotView {
     member: String,
     #[serde(default)]
+    at_unix_ms: Option<u64>,
+    #[serde(default)]
+    interval_ms: Option<u64>,
+    #[serde(default)]
     etcd_process: Option<ProcessView>,
     #[serde(default)]
     data_dir_bytes: Option<u64>,
@@ -69,6 +73,8 @@ struct SnapshotView {
 #[derive(Debug, Clone)]
 pub struct AgentReport {
     pub member: String,
+    pub at_unix_ms: Option<u64>,
+    pub interval_ms: Option<u64>,
     pub memory_usage_bytes: Option<u64>,
     pub disk_usage_bytes: Option<u64>,
     pub active_connections: Option<u64>,
@@ -108,7 +114,18 @@ pub async fn fetch(
     let body = timeout_at(deadline, fetch)
         .await
         .map_err(|_| format!("GET {url}: timed out"))??;
-    parse(&body).map_err(|e| format!("GET {url}: not an agent snapshot: {e}"))
+    let report = parse(&body).map_err(|e| format!("GET {url}: not an agent snapshot: {e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    if let Some(age) = report.stale_ms(now) {
+        return Err(format!(
+            "GET {url}: the snapshot is {}s old; the agent's collections are stuck",
+            age / 1000
+        ));
+    }
+    Ok(report)
 }
 
 /// Parses a snapshot body.
@@ -120,11 +137,23 @@ pub fn parse(body: &[u8]) -> Result<AgentReport, String> {
     }
     Ok(AgentReport {
         member: view.member,
+        at_unix_ms: view.at_unix_ms,
+        interval_ms: view.interval_ms,
         memory_usage_bytes: view.etcd_process.and_then(|p| p.resident_memory_bytes),
         disk_usage_bytes: view.data_dir_bytes,
         active_connections: view.etcd_client_connections,
         host,
     })
+}
+
+impl AgentReport {
+    /// The snapshot's age when it is older than three agent intervals plus 10 s.
+    pub fn stale_ms(&self, now_ms: u64) -> Option<u64> {
+        let at = self.at_unix_ms?;
+        let interval = self.interval_ms.unwrap_or(5_000);
+        let age = now_ms.saturating_sub(at);
+        (age > 3 * interval + 10_000).then_some(age)
+    }
 }
 
 /// The member each agent URL belongs to: pinned by the flag, else learnt from its last
@@ -167,6 +196,19 @@ mod tests {
         assert!(parse_target("=http://h:1").is_err());
         assert!(parse_target("h:9101").is_err());
         assert!(parse_target("ftp://h:1").is_err());
+    }
+
+    #[test]
+    fn a_snapshot_older_than_three_intervals_is_stale() {
+        let r = parse(br#"{"member":"m1","at_unix_ms":100000,"interval_ms":5000}"#).expect("parse");
+        assert_eq!(r.stale_ms(120_000), None);
+        assert_eq!(r.stale_ms(125_001), Some(25_001));
+        let old_agent = parse(br#"{"member":"m1"}"#).expect("parse");
+        assert_eq!(
+            old_agent.stale_ms(u64::MAX),
+            None,
+            "no timestamp, no verdict"
+        );
     }
 
     #[test]

@@ -84,6 +84,12 @@ fn unix_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether two endpoint URLs name the same place (ignoring a trailing slash and case).
+fn same_url(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim_end_matches('/'))
+}
+
 fn host_port(url: &str) -> String {
     url.split("://")
         .nth(1)
@@ -110,11 +116,19 @@ pub struct Collector {
     cycle: u64,
     turn: usize,
     attribution: Attribution,
+    last_leader: Option<u64>,
+    debouncer: model::Debouncer,
+    agent_http: reqwest::Client,
+    /// Last version seen per member, so `etcd_member_info` keeps its labels while down.
+    versions: HashMap<u64, String>,
+    /// Members that have probe histograms, to drop them when they leave.
+    probed: std::collections::BTreeSet<String>,
 }
 
 impl Collector {
     pub fn new(cfg: Arc<Config>) -> Result<Self, reqwest::Error> {
         let http = cfg.etcd.http_client()?;
+        let member_timeout = cfg.member_timeout;
         Ok(Collector {
             cfg,
             http,
@@ -132,6 +146,17 @@ impl Collector {
             cycle: 0,
             turn: 0,
             attribution: Attribution::default(),
+            last_leader: None,
+            versions: HashMap::new(),
+            probed: std::collections::BTreeSet::new(),
+            debouncer: model::Debouncer::default(),
+            // Agents are not etcd: no etcd client certificate or CA for them.
+            agent_http: reqwest::Client::builder()
+                .use_rustls_tls()
+                .connect_timeout(member_timeout)
+                .timeout(member_timeout)
+                .no_proxy()
+                .build()?,
         })
     }
 
@@ -204,9 +229,11 @@ impl Collector {
             .collect();
         let mut targets = Vec::new();
         for m in &self.known {
+            // A configured endpoint is used for a member only when the member advertises
+            // it: an endpoint behind a load balancer answers as any member.
             let url = configured
                 .iter()
-                .find(|u| self.endpoint_owner.get(*u) == Some(&m.id))
+                .find(|u| m.client_urls.iter().any(|c| same_url(c, u)))
                 .cloned()
                 .or_else(|| m.client_urls.first().cloned());
             if let Some(url) = url {
@@ -222,14 +249,11 @@ impl Collector {
                 });
             }
         }
-        for url in configured {
-            let owned_by_known = self
-                .endpoint_owner
-                .get(&url)
-                .is_some_and(|id| self.known.iter().any(|m| m.id == *id));
-            let already = targets.iter().any(|t| t.url == url);
-            if !owned_by_known && !already {
-                targets.push(Target { info: None, url });
+        if self.known.is_empty() {
+            for url in configured {
+                if !targets.iter().any(|t| t.url == url) {
+                    targets.push(Target { info: None, url });
+                }
             }
         }
         targets
@@ -262,9 +286,19 @@ impl Collector {
         let (gathered, write, agent_results) = {
             let cfg = &*cfg_arc;
             let http = &self.http;
-            let gathers = leased
-                .into_iter()
-                .map(|(t, lease)| gather_member(cfg, http, t, lease, &probe_key, deadline));
+            let agent_http = &self.agent_http;
+            // The alarm list goes through raft: ask one member per cycle (the last
+            // leader, else the first), not every member.
+            let last_leader = self.last_leader;
+            let alarm_target = leased
+                .iter()
+                .position(|(t, _)| {
+                    last_leader.is_some() && t.info.as_ref().map(|i| i.id) == last_leader
+                })
+                .unwrap_or(0);
+            let gathers = leased.into_iter().enumerate().map(|(i, (t, lease))| {
+                gather_member(cfg, http, t, lease, &probe_key, i == alarm_target, deadline)
+            });
             let write = async {
                 let (url, mut client) = writer?;
                 let value = unix_ms(SystemTime::now()).to_string();
@@ -276,13 +310,33 @@ impl Collector {
             let agent_fetches = cfg
                 .agents
                 .iter()
-                .map(|t| async move { (t, agents::fetch(http, t, deadline).await) });
+                .map(|t| async move { (t, agents::fetch(agent_http, t, deadline).await) });
             tokio::join!(
                 futures::future::join_all(gathers),
                 write,
                 futures::future::join_all(agent_fetches)
             )
         };
+
+        // A member must answer as itself; anything else (an endpoint shared by several
+        // members) is an error for that member, never facts about it.
+        let mut gathered = gathered;
+        for g in &mut gathered {
+            if let (Some(info), Ok(st)) = (&g.target.info, &g.status) {
+                if st.member_id != info.id {
+                    g.status = Err(format!(
+                        "{} answered as member {:x}, not {:x}",
+                        g.target.url, st.member_id, info.id
+                    ));
+                    g.members = None;
+                    g.alarms = None;
+                    g.read_l = None;
+                    g.read_s = None;
+                    g.native = None;
+                    g.health = None;
+                }
+            }
+        }
 
         // Connections and endpoint ownership.
         let now = Instant::now();
@@ -380,7 +434,9 @@ impl Collector {
             members: observations,
             alarms,
         };
-        let model = model::derive(&facts);
+        let mut model = model::derive(&facts);
+        self.debouncer.apply(&mut model);
+        self.last_leader = model.leader.as_ref().map(|l| l.id);
         if let Some(change) = self.tracker.observe(&model, wall) {
             tracing::warn!(
                 from = change.from.as_deref().unwrap_or("-"),
@@ -553,6 +609,7 @@ impl Collector {
             );
         }
         let request_rate = rate_known.then_some(rate_sum);
+        self.forget_departed(&model, &keep);
         let agent_statuses = self.settle_agents(agent_results, &model);
         let latency = Latency {
             read: window_percentiles(&self.reads),
@@ -614,15 +671,59 @@ impl Collector {
         }
     }
 
+    /// Drops per-member state of members that left the cluster, so that nothing grows
+    /// with member churn.
+    fn forget_departed(&mut self, model: &ClusterModel, urls: &[String]) {
+        let ids: std::collections::BTreeSet<u64> =
+            model.members.iter().map(|m| m.info.id).collect();
+        let names: std::collections::BTreeSet<String> =
+            model.members.iter().map(|m| m.info.name.clone()).collect();
+        self.prev_native.retain(|id, _| ids.contains(id));
+        self.prev_up.retain(|id, _| ids.contains(id));
+        self.endpoint_owner
+            .retain(|u, _| urls.iter().any(|k| k == u));
+        for m in &model.members {
+            if let Some(v) = &m.version {
+                self.versions.insert(m.info.id, v.clone());
+            }
+        }
+        self.versions.retain(|id, _| ids.contains(id));
+        for gone in self.probed.iter().filter(|n| !names.contains(*n)) {
+            for consistency in ["linearizable", "serializable"] {
+                self.metrics.probe_read.remove(&ReadProbeLabels {
+                    member: gone.clone(),
+                    consistency: consistency.into(),
+                });
+            }
+        }
+        self.probed = names;
+    }
+
     /// Matches agent answers to members; counts failures.
     fn settle_agents(
         &mut self,
         results: Vec<(&agents::AgentTarget, Result<AgentReport, String>)>,
         model: &ClusterModel,
     ) -> BTreeMap<String, AgentStatus> {
-        let mut out = BTreeMap::new();
+        let mut out: BTreeMap<String, AgentStatus> = BTreeMap::new();
         let mut failures = 0;
+        self.metrics.agent_scrape_up.clear();
         for (target, res) in results {
+            let res = res.and_then(|r| match out.get(&r.member) {
+                Some(other) if other.up => Err(format!(
+                    "agent at {} reports member {:?}, as does the agent at {}",
+                    target.url, r.member, other.url
+                )),
+                _ => Ok(r),
+            });
+            self.metrics
+                .agent_scrape_up
+                .get_or_create(&crate::metrics::AgentLabel {
+                    agent: target.url.clone(),
+                })
+                .set(i64::from(res.as_ref().is_ok_and(|r| {
+                    model.members.iter().any(|m| m.info.name == r.member)
+                })));
             let res = res.and_then(|r| match &target.member {
                 Some(pinned) if *pinned != r.member => Err(format!(
                     "agent at {} reports member {:?}, not {pinned:?}",
@@ -715,7 +816,8 @@ impl Collector {
         if seen > counted {
             m.cluster_leader_changes.inc_by(seen - counted);
         }
-        m.request_rate.set(request_rate.unwrap_or(0.0));
+        // NaN, not 0, when unknown: a rule must not read "no traffic" into "no data".
+        m.request_rate.set(request_rate.unwrap_or(f64::NAN));
         m.clear_member_gauges();
         for s in &model.members {
             let l = MemberLabel {
@@ -727,7 +829,9 @@ impl Collector {
                 .get_or_create(&l)
                 .set(b(s.info.is_learner));
             m.member_has_leader.get_or_create(&l).set(b(s.has_leader));
-            for alarm in Alarm::ALL {
+            // Unknown alarms (nobody could list them) are left out, not reported cleared.
+            for alarm in Alarm::ALL.iter().filter(|_| model.alarms_known) {
+                let alarm = *alarm;
                 m.member_alarm
                     .get_or_create(&AlarmLabels {
                         member: s.info.name.clone(),
@@ -739,7 +843,11 @@ impl Collector {
                 .get_or_create(&InfoLabels {
                     member: s.info.name.clone(),
                     id: format!("{:x}", s.info.id),
-                    version: s.version.clone().unwrap_or_default(),
+                    version: s
+                        .version
+                        .clone()
+                        .or_else(|| self.versions.get(&s.info.id).cloned())
+                        .unwrap_or_default(),
                     client_url: s.info.client_urls.first().cloned().unwrap_or_default(),
                     peer_url: s.info.peer_urls.first().cloned().unwrap_or_default(),
                 })
@@ -777,7 +885,7 @@ impl Collector {
         }
         let set_opt =
             |g: &prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
-             v: Option<f64>| g.set(v.unwrap_or(0.0));
+             v: Option<f64>| g.set(v.unwrap_or(f64::NAN));
         set_opt(&m.read_p50, latency.read.p50);
         set_opt(&m.read_p95, latency.read.p95);
         set_opt(&m.read_p99, latency.read.p99);
@@ -827,6 +935,7 @@ async fn gather_member(
     target: Target,
     lease: Lease,
     probe_key: &str,
+    ask_alarms: bool,
     deadline: Instant,
 ) -> Gathered {
     if target.url.is_empty() {
@@ -864,9 +973,16 @@ async fn gather_member(
         client.clone(),
     );
     let url = target.url.clone();
+    let alarms_once = async {
+        if ask_alarms {
+            Some(rpc::alarms(&mut c2, deadline).await)
+        } else {
+            None
+        }
+    };
     let (members, alarms, read_l, read_s, native, health) = tokio::join!(
         rpc::member_list(&mut c1, deadline),
-        rpc::alarms(&mut c2, deadline),
+        alarms_once,
         rpc::probe_read(&mut c3, probe_key, false, deadline),
         rpc::probe_read(&mut c4, probe_key, true, deadline),
         scrape::metrics(http, &url, deadline),
@@ -877,7 +993,7 @@ async fn gather_member(
         client: Some(client),
         status: Ok(status),
         members: Some(members),
-        alarms: Some(alarms),
+        alarms,
         read_l: Some(read_l),
         read_s: Some(read_s),
         native: Some(native),

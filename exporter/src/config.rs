@@ -116,6 +116,12 @@ impl Config {
         if args.interval > Duration::from_secs(3600) {
             return Err(invalid("--interval", "must be at most 1h"));
         }
+        if args.history_retention > Duration::from_secs(24 * 3600) {
+            return Err(invalid(
+                "--history-retention",
+                "must be at most 24h (it is kept in memory; Prometheus keeps the long view)",
+            ));
+        }
         if args.history_retention < args.interval {
             return Err(invalid(
                 "--history-retention",

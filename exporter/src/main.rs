@@ -3,11 +3,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let args = exporter::Args::parse();
+    let args: exporter::Args = common::parse_args("etcd-monitor");
     let config = match exporter::Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {

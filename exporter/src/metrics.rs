@@ -49,6 +49,11 @@ pub struct SourceLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabel {
+    pub agent: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabel {
     pub version: String,
 }
@@ -113,6 +118,7 @@ pub struct Metrics {
     pub monitor_up: Gauge,
     pub collect_duration: FGauge,
     pub collect_errors: Family<SourceLabel, Counter>,
+    pub agent_scrape_up: Family<AgentLabel, Gauge>,
     build_info: Family<VersionLabel, Gauge>,
 }
 
@@ -174,6 +180,7 @@ impl Metrics {
             monitor_up: reg!("etcd_monitor_up", "1 while the exporter runs", Gauge::default()),
             collect_duration: reg!("etcd_monitor_collect_duration_seconds", "Duration of the last collection cycle", FGauge::default()),
             collect_errors: reg!("etcd_monitor_collect_errors", "Collection errors by source", Family::<SourceLabel, Counter>::default()),
+            agent_scrape_up: reg!("etcd_monitor_agent_up", "1 when the agent at this URL answered with a valid, fresh snapshot of a known member", Family::<AgentLabel, Gauge>::default()),
             build_info: reg!("etcd_monitor_build_info", "Exporter version, always 1", Family::<VersionLabel, Gauge>::default()),
             registry: r,
         };

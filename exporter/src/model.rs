@@ -8,15 +8,22 @@
 //! Definitions (also in the README):
 //! - a member is *up* when it answered `Status` in this cycle;
 //! - the cluster *leader* is the member the up members report as leader, taking the
-//!   reports at the highest term; *has leader* when there is one;
+//!   reports at the highest term; *has leader* when there is one. etcd's `Status` term is
+//!   the term of the last *applied* entry, so a member that just learnt of an election
+//!   may lag by one term for a moment: terms only order reports, they never decide a
+//!   partition on their own;
 //! - a member is *partitioned* when it is up and the cluster has a leader, but the member
-//!   has none, follows another one, or is behind the leader's term;
+//!   has none or follows another one (a stale leader included): cut off from the leader,
+//!   it is stuck behind its term;
 //! - a member is *healthy* when it is up and not partitioned;
-//! - *split brain*: two members claim leadership at the same term, two members at the same
-//!   term name different leaders, or members report different cluster IDs (raft allows
-//!   none of these);
+//! - *split brain*: two members claim leadership at the same term, or members report
+//!   different cluster IDs (raft allows neither);
 //! - the cluster is *healthy* when it has a leader, at least a quorum of healthy members,
 //!   no split brain and no active alarm.
+//!
+//! Elections make some of these true for an instant (a follower without a leader yet, a
+//! new leader that has not applied an entry of its term), so [`Debouncer`] reports a
+//! partition or a split brain only when two cycles in a row show it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::SystemTime;
@@ -227,20 +234,13 @@ pub fn derive(facts: &Facts) -> ClusterModel {
             ids.join(", ")
         ));
     }
-    let mut claimants_by_term: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    let mut leaders_by_term: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    let mut claimants_by_term: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
     for (_, s) in &up {
         if s.leader != 0 && s.leader == s.member_id {
             claimants_by_term
                 .entry(s.raft_term)
                 .or_default()
-                .push(s.member_id);
-        }
-        if s.leader != 0 {
-            leaders_by_term
-                .entry(s.raft_term)
-                .or_default()
-                .insert(s.leader);
+                .insert(s.member_id);
         }
     }
     for (term, claimants) in &claimants_by_term {
@@ -248,16 +248,6 @@ pub fn derive(facts: &Facts) -> ClusterModel {
             let names: Vec<String> = claimants.iter().map(|&id| name_of(id)).collect();
             reasons.push(format!(
                 "{} all claim leadership at term {term}",
-                names.join(", ")
-            ));
-        }
-    }
-    for (term, leaders) in &leaders_by_term {
-        let claim_conflict = claimants_by_term.get(term).is_some_and(|c| c.len() > 1);
-        if leaders.len() > 1 && !claim_conflict {
-            let names: Vec<String> = leaders.iter().map(|&id| name_of(id)).collect();
-            reasons.push(format!(
-                "members at term {term} follow different leaders: {}",
                 names.join(", ")
             ));
         }
@@ -289,17 +279,16 @@ pub fn derive(facts: &Facts) -> ClusterModel {
                 .collect();
             match &m.status {
                 Ok(s) => {
-                    let partitioned = leader.as_ref().is_some_and(|l| {
-                        s.member_id != l.id
-                            && (s.leader == 0 || s.leader != l.id || s.raft_term < l.term)
-                    });
+                    let partitioned = leader
+                        .as_ref()
+                        .is_some_and(|l| s.member_id != l.id && s.leader != l.id);
                     MemberState {
                         info: m.info.clone(),
                         endpoint: m.endpoint.clone(),
                         up: true,
                         healthy: !partitioned,
                         error: None,
-                        is_leader: s.leader != 0 && s.leader == s.member_id,
+                        is_leader: leader.as_ref().is_some_and(|l| l.id == s.member_id),
                         has_leader: s.leader != 0,
                         partitioned,
                         leader_id: (s.leader != 0).then_some(s.leader),
@@ -357,41 +346,84 @@ pub fn derive(facts: &Facts) -> ClusterModel {
     } else {
         voting_members / 2 + 1
     };
-    let healthy_members = members
-        .iter()
-        .filter(|m| m.healthy && !m.info.is_learner)
-        .count();
-    let partitioned_members: Vec<String> = members
-        .iter()
-        .filter(|m| m.partitioned)
-        .map(|m| m.info.name.clone())
-        .collect();
     let split_brain = !reasons.is_empty();
     let has_leader = leader.is_some();
-    ClusterModel {
+    let mut model = ClusterModel {
         cluster_id: (cluster_ids.len() == 1)
             .then(|| cluster_ids.first().copied())
             .flatten(),
-        healthy: has_leader
-            && quorum_size > 0
-            && healthy_members >= quorum_size
-            && !split_brain
-            && alarms.is_empty(),
+        healthy: false,
         has_leader,
         leader,
         member_count,
         voting_members,
         quorum_size,
         up_members: up.len(),
-        healthy_members,
+        healthy_members: 0,
         split_brain,
         split_brain_reasons: reasons,
-        partitioned_members,
+        partitioned_members: Vec::new(),
         revision_divergence,
         raft_index_divergence,
         alarms_known: facts.alarms.is_some(),
         alarms,
         members,
+    };
+    summarize(&mut model);
+    model
+}
+
+/// Recomputes what follows from the members' `partitioned` flags and the split brain.
+fn summarize(m: &mut ClusterModel) {
+    for s in &mut m.members {
+        s.healthy = s.up && !s.partitioned;
+    }
+    m.healthy_members = m
+        .members
+        .iter()
+        .filter(|s| s.healthy && !s.info.is_learner)
+        .count();
+    m.partitioned_members = m
+        .members
+        .iter()
+        .filter(|s| s.partitioned)
+        .map(|s| s.info.name.clone())
+        .collect();
+    m.healthy = m.has_leader
+        && m.quorum_size > 0
+        && m.healthy_members >= m.quorum_size
+        && !m.split_brain
+        && m.alarms.is_empty();
+}
+
+/// Holds back partitions and split brain until two cycles in a row show them, so that
+/// the instants of an election do not raise them.
+#[derive(Debug, Clone, Default)]
+pub struct Debouncer {
+    partitioned: BTreeSet<u64>,
+    split_brain: bool,
+}
+
+impl Debouncer {
+    /// Applies the previous cycle's raw findings to `m` and remembers this cycle's.
+    pub fn apply(&mut self, m: &mut ClusterModel) {
+        let raw_partitioned: BTreeSet<u64> = m
+            .members
+            .iter()
+            .filter(|s| s.partitioned)
+            .map(|s| s.info.id)
+            .collect();
+        let raw_split = m.split_brain;
+        for s in &mut m.members {
+            s.partitioned = s.partitioned && self.partitioned.contains(&s.info.id);
+        }
+        m.split_brain = raw_split && self.split_brain;
+        if !m.split_brain {
+            m.split_brain_reasons.clear();
+        }
+        self.partitioned = raw_partitioned;
+        self.split_brain = raw_split;
+        summarize(m);
     }
 }
 
@@ -425,6 +457,9 @@ impl LeaderTracker {
         let now = model.leader.as_ref()?;
         let change = match &self.last {
             Some(prev) if prev.id == now.id => None,
+            // A report from an older term (a stale leader seen by a lagging member) is
+            // not a change back.
+            Some(prev) if now.term < prev.term => return None,
             Some(prev) => Some(LeaderChange {
                 at_unix_ms: at
                     .duration_since(SystemTime::UNIX_EPOCH)

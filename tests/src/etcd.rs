@@ -25,6 +25,9 @@ pub struct ClusterOptions {
     pub auth: bool,
     /// `--quota-backend-bytes` for every member.
     pub quota_backend_bytes: Option<u64>,
+    /// `(member index, URL)`: advertise this client URL instead of the one listened on
+    /// (to put something in front of a member).
+    pub advertise_client_url: Option<(usize, String)>,
 }
 
 impl Default for ClusterOptions {
@@ -34,6 +37,7 @@ impl Default for ClusterOptions {
             tls: false,
             auth: false,
             quota_backend_bytes: None,
+            advertise_client_url: None,
         }
     }
 }
@@ -99,6 +103,10 @@ impl EtcdCluster {
             let name = format!("m{}", i + 1);
             let data_dir = dir.path().join(format!("{name}.etcd"));
             let client = format!("{scheme}://127.0.0.1:{cp}");
+            let advertised = match &opts.advertise_client_url {
+                Some((j, url)) if *j == i => url.clone(),
+                _ => client.clone(),
+            };
             let peer = format!("http://127.0.0.1:{pp}");
             let mut args: Vec<String> = [
                 "--name",
@@ -108,7 +116,7 @@ impl EtcdCluster {
                 "--listen-client-urls",
                 &client,
                 "--advertise-client-urls",
-                &client,
+                &advertised,
                 "--listen-peer-urls",
                 &peer,
                 "--initial-advertise-peer-urls",
@@ -119,10 +127,11 @@ impl EtcdCluster {
                 &token,
                 "--initial-cluster-state",
                 "new",
+                // Slow enough that a loaded two-core machine does not cause elections.
                 "--heartbeat-interval",
-                "100",
+                "200",
                 "--election-timeout",
-                "1000",
+                "2000",
                 "--logger",
                 "zap",
                 "--log-outputs",

@@ -46,6 +46,19 @@ where
     }
 }
 
+/// The version of the installed `etcd` (e.g. `3.4.23`).
+pub fn etcd_version() -> String {
+    let out = std::process::Command::new("etcd")
+        .arg("--version")
+        .output()
+        .expect("etcd --version");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd Version:"))
+        .map(|v| v.trim().to_owned())
+        .expect("a version line")
+}
+
 /// Installs a tracing subscriber once, so exporter logs show with `--nocapture`.
 pub fn init_logs() {
     common::telemetry::init(common::telemetry::LogFormat::Text);

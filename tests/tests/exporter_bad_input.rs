@@ -2,26 +2,31 @@
 //! member reachable at all.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tests::exporter::value;
-use tests::{wait_for, EtcdCluster, RunningExporter};
+use tests::{wait_for, ClusterOptions, EtcdCluster, RunningExporter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A front for a member: gRPC (HTTP/2 prior knowledge) is passed to the member, any
-/// HTTP/1 request (`/metrics`, `/health`) gets `garbage` back.
-async fn garbage_front(member: SocketAddr, garbage: &'static str) -> SocketAddr {
+/// A front for a member: gRPC (HTTP/2 prior knowledge) is passed to the member (known
+/// once the cluster runs), any HTTP/1 request (`/metrics`, `/health`) gets `garbage`.
+async fn garbage_front(upstream: Arc<OnceLock<SocketAddr>>, garbage: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
+            let upstream = upstream.clone();
             tokio::spawn(async move {
                 let mut head = [0u8; 3];
                 if conn.peek(&mut head).await.is_err() {
                     return;
                 }
                 if &head == b"PRI" {
+                    let Some(member) = upstream.get().copied() else {
+                        return;
+                    };
                     if let Ok(mut up) = TcpStream::connect(member).await {
                         let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
                     }
@@ -44,23 +49,25 @@ async fn garbage_front(member: SocketAddr, garbage: &'static str) -> SocketAddr 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_metrics_garbage_is_counted_not_fatal() {
     tests::init_logs();
-    let cluster = EtcdCluster::start(3).await;
-    let m1: SocketAddr = format!("127.0.0.1:{}", cluster.members[0].client_port)
-        .parse()
-        .expect("addr");
+    // m1 advertises the front as its client URL, so the exporter talks to it there.
+    let upstream = Arc::new(OnceLock::new());
     let front = garbage_front(
-        m1,
+        upstream.clone(),
         "<html><body>502 Bad Gateway</body></html>\n{\"not\": metrics}",
     )
     .await;
-    let endpoints = format!(
-        "http://{front},{},{}",
-        cluster.client_url(1),
-        cluster.client_url(2)
-    );
+    let cluster = EtcdCluster::start_with(ClusterOptions {
+        advertise_client_url: Some((0, format!("http://{front}"))),
+        ..ClusterOptions::default()
+    })
+    .await;
+    let m1: SocketAddr = format!("127.0.0.1:{}", cluster.members[0].client_port)
+        .parse()
+        .expect("addr");
+    upstream.set(m1).expect("set once");
     let exp = RunningExporter::start(&[
         "--endpoints".into(),
-        endpoints,
+        cluster.endpoints(),
         "--interval".into(),
         "1s".into(),
     ])

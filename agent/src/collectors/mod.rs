@@ -83,6 +83,7 @@ impl Collectors {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
+            interval_ms: cfg.interval.as_millis() as u64,
             collectors: st,
             disk,
             filesystem,
