@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod etcd;
+pub mod relay;
 pub mod exporter;
 pub mod tls;
 

@@ -1,0 +1,185 @@
+//! The relay end to end: stand-ins for Slack, PagerDuty and a webhook, a real SMTP server
+//! and a real Prometheus.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tests::relay::{firing, resolved, RunningRelay, StandIn};
+use tests::wait_for;
+
+fn secret_file(dir: &std::path::Path, name: &str, value: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("{value}\n")).expect("write secret");
+    p.to_string_lossy().into_owned()
+}
+
+async fn history(relay: &RunningRelay) -> Vec<serde_json::Value> {
+    relay.get("/api/v1/alerts/history").await["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_gets_one_notification_per_window_and_one_resolution() {
+    tests::init_logs();
+    let hook = StandIn::start().await;
+    let relay = RunningRelay::start(&format!(
+        "receivers:\n  - name: hook\n    webhook:\n      url: {}\n",
+        hook.url("/hook")
+    ))
+    .await;
+    for _ in 0..3 {
+        let (code, body) = relay
+            .post("/api/v2/alerts", json!([firing("EtcdNoLeader", "critical", "m1")]).to_string())
+            .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let reqs = hook.wait_requests(1, Duration::from_secs(10)).await;
+    let b = &reqs[0].body;
+    assert_eq!(b["version"], "4");
+    assert_eq!(b["status"], "firing");
+    assert_eq!(b["receiver"], "hook");
+    assert_eq!(b["alerts"][0]["labels"]["alertname"], "EtcdNoLeader");
+    assert_eq!(b["alerts"][0]["annotations"]["summary"], "EtcdNoLeader on m1");
+    let active = relay.get("/api/v1/alerts").await;
+    assert_eq!(active["alerts"].as_array().map(Vec::len), Some(1));
+
+    for _ in 0..2 {
+        let (code, _) = relay
+            .post("/api/v2/alerts", json!([resolved("EtcdNoLeader", "critical", "m1")]).to_string())
+            .await;
+        assert_eq!(code, 200);
+    }
+    let reqs = hook.wait_requests(2, Duration::from_secs(10)).await;
+    assert_eq!(reqs[1].body["status"], "resolved");
+    // Nothing more arrives: three firings and two resolutions made two notifications.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(hook.requests().len(), 2);
+    let h = history(&relay).await;
+    assert_eq!(h.len(), 2);
+    assert!(h.iter().all(|e| e["outcome"] == "delivered"), "{h:?}");
+    assert_eq!(relay.get("/api/v1/alerts").await["alerts"].as_array().map(Vec::len), Some(0));
+    let metrics = relay.metrics().await;
+    assert!(metrics.contains("etcd_monitor_relay_notifications_deduplicated_total 3"), "{metrics}");
+    assert!(metrics.contains(
+        "etcd_monitor_relay_notifications_total{receiver=\"hook\",outcome=\"delivered\"} 2"
+    ));
+    relay.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_429_then_500_then_200_is_delivered_once_after_the_wait() {
+    tests::init_logs();
+    let slack = StandIn::start().await;
+    slack.script(&[(429, Some(2)), (500, None)]);
+    let dir = tempfile::tempdir().expect("dir");
+    let url_file = secret_file(dir.path(), "slack-url", &slack.url("/services/T0/B0/secret"));
+    let relay = RunningRelay::start(&format!(
+        "retry:\n  initial_backoff: 100ms\nreceivers:\n  - name: chat\n    slack:\n      webhook_url_file: {url_file}\n      channel: \"#etcd\"\n"
+    ))
+    .await;
+    let (code, _) = relay
+        .post("/api/v2/alerts", json!([firing("EtcdMemberDown", "warning", "m2")]).to_string())
+        .await;
+    assert_eq!(code, 200);
+    let reqs = slack.wait_requests(3, Duration::from_secs(20)).await;
+    let waited = reqs[1].at.duration_since(reqs[0].at);
+    assert!(waited >= Duration::from_secs(2), "Retry-After 2 honoured, waited {waited:?}");
+    assert_eq!(
+        reqs.iter().map(|r| r.answered).collect::<Vec<_>>(),
+        [429, 500, 200]
+    );
+    assert_eq!(reqs[2].path, "/services/T0/B0/secret");
+    let p = &reqs[2].body;
+    assert_eq!(p["channel"], "#etcd");
+    assert!(p["text"].as_str().is_some_and(|t| t.contains("EtcdMemberDown on m2")), "{p}");
+    assert_eq!(p["attachments"][0]["color"], "#f2c744");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(slack.requests().len(), 3, "delivered once");
+    let h = history(&relay).await;
+    assert_eq!((h[0]["outcome"].as_str(), h[0]["attempts"].as_u64()), (Some("delivered"), Some(3)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_400_is_a_permanent_failure_in_history() {
+    tests::init_logs();
+    let slack = StandIn::start().await;
+    slack.script(&[(400, None)]);
+    let dir = tempfile::tempdir().expect("dir");
+    let url_file = secret_file(dir.path(), "slack-url", &slack.url("/services/secret-path"));
+    let relay = RunningRelay::start(&format!(
+        "retry:\n  initial_backoff: 100ms\nreceivers:\n  - name: chat\n    slack:\n      webhook_url_file: {url_file}\n"
+    ))
+    .await;
+    relay
+        .post("/api/v2/alerts", json!([firing("EtcdMemberDown", "warning", "m2")]).to_string())
+        .await;
+    let h = wait_for("a failure in history", Duration::from_secs(10), || async {
+        let h = history(&relay).await;
+        (h.first().is_some_and(|e| e["outcome"] == "failed")).then_some(h)
+    })
+    .await;
+    let reason = h[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("400"), "{reason}");
+    assert!(!reason.contains("secret-path"), "the webhook URL is a secret: {reason}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(slack.requests().len(), 1, "not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagerduty_trigger_then_resolve_with_the_same_dedup_key() {
+    tests::init_logs();
+    let pd = StandIn::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let key_file = secret_file(dir.path(), "pd-key", "R0UTINGKEY");
+    let relay = RunningRelay::start(&format!(
+        "receivers:\n  - name: oncall\n    pagerduty:\n      routing_key_file: {key_file}\n      url: {}\n",
+        pd.url("/v2/enqueue")
+    ))
+    .await;
+    relay
+        .post("/api/v2/alerts", json!([firing("EtcdNoLeader", "critical", "m3")]).to_string())
+        .await;
+    pd.wait_requests(1, Duration::from_secs(10)).await;
+    relay
+        .post("/api/v2/alerts", json!([resolved("EtcdNoLeader", "critical", "m3")]).to_string())
+        .await;
+    let reqs = pd.wait_requests(2, Duration::from_secs(10)).await;
+    let (t, r) = (&reqs[0].body, &reqs[1].body);
+    assert_eq!(t["event_action"], "trigger");
+    assert_eq!(r["event_action"], "resolve");
+    assert_eq!(t["dedup_key"], r["dedup_key"]);
+    assert_eq!(t["routing_key"], "R0UTINGKEY");
+    assert_eq!(t["payload"]["severity"], "critical");
+    assert_eq!(t["payload"]["source"], "m3");
+    assert!(t["payload"]["summary"].as_str().is_some_and(|s| s.contains("EtcdNoLeader on m3")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_naming_the_problem_and_nothing_is_stored() {
+    tests::init_logs();
+    let hook = StandIn::start().await;
+    let relay = RunningRelay::start(&format!(
+        "receivers:\n  - name: hook\n    webhook:\n      url: {}\n",
+        hook.url("/hook")
+    ))
+    .await;
+    let big = format!("[{}]", vec![firing("X", "info", "m").to_string(); 400].join(","));
+    for (path, body, code, want) in [
+        ("/api/v2/alerts", "{not json".to_owned(), 400, "invalid alerts array"),
+        ("/api/v2/alerts", r#"[{"labels":{"alertname":7}}]"#.to_owned(), 400, "invalid type"),
+        ("/api/v2/alerts", r#"[{"annotations":{"summary":"x"}}]"#.to_owned(), 400, "missing \"labels\""),
+        ("/api/v2/alerts", big, 413, "limit"),
+        ("/api/v1/alertmanager", r#"{"version":"4","alerts":[{"labels":{}}]}"#.to_owned(), 400, "empty"),
+    ] {
+        let (status, answer) = relay.post(path, body).await;
+        assert_eq!(status, code, "{path}: {answer}");
+        let msg = answer["error"].as_str().unwrap_or_default();
+        assert!(msg.contains(want), "{path}: {msg:?} lacks {want:?}");
+    }
+    assert_eq!(relay.get("/api/v1/alerts").await["alerts"].as_array().map(Vec::len), Some(0));
+    assert!(history(&relay).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(hook.requests().is_empty());
+}
