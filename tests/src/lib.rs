@@ -92,3 +92,24 @@ pub fn promtool_check_metrics(text: &str) -> (i32, String) {
         ),
     )
 }
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`.
+pub async fn wait_port(port: u16, timeout: Duration) {
+    wait_for(&format!("127.0.0.1:{port} to accept"), timeout, || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+}

@@ -183,3 +183,106 @@ async fn bad_input_is_refused_naming_the_problem_and_nothing_is_stored() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(hook.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_over_starttls_reaches_a_real_smtp_server() {
+    tests::init_logs();
+    let dir = tempfile::tempdir().expect("dir");
+    let tls = tests::tls::TlsFiles::generate(dir.path());
+    let maildir = dir.path().join("maildir");
+    let port = tests::free_port();
+    let _smtp = tests::ChildGuard(
+        std::process::Command::new("/usr/bin/python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .arg("--tlscert")
+            .arg(&tls.server_cert)
+            .arg("--tlskey")
+            .arg(&tls.server_key)
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd (Debian python3-aiosmtpd) must be installed"),
+    );
+    tests::wait_port(port, Duration::from_secs(20)).await;
+    let relay = RunningRelay::start(&format!(
+        "receivers:\n  - name: mail\n    email:\n      smarthost: 127.0.0.1:{port}\n      from: etcd-monitor@example.com\n      to: [oncall@example.com]\n      tls: starttls\n      ca_file: {}\n",
+        tls.ca.display()
+    ))
+    .await;
+    relay
+        .post("/api/v2/alerts", json!([firing("EtcdDatabaseSpaceExceeded", "critical", "m1")]).to_string())
+        .await;
+    let new = maildir.join("new");
+    let mail = wait_for("the email in the maildir", Duration::from_secs(20), || async {
+        let entry = std::fs::read_dir(&new).ok()?.flatten().next()?;
+        std::fs::read_to_string(entry.path()).ok()
+    })
+    .await;
+    let subject = mail
+        .lines()
+        .find(|l| l.starts_with("Subject:"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(subject.contains("EtcdDatabaseSpaceExceeded on m1"), "{subject}");
+    let body = mail.split("\n\n").skip(1).collect::<Vec<_>>().join("\n\n");
+    assert!(body.contains("summary: EtcdDatabaseSpaceExceeded on m1"), "{body}");
+    assert!(mail.contains("To: oncall@example.com"), "{mail}");
+    let h = history(&relay).await;
+    assert_eq!(h[0]["outcome"], "delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_resending_an_alert_notifies_once() {
+    tests::init_logs();
+    let hook = StandIn::start().await;
+    let relay = RunningRelay::start(&format!(
+        "dedup_window: 5m\nreceivers:\n  - name: hook\n    webhook:\n      url: {}\n",
+        hook.url("/hook")
+    ))
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        "groups:\n  - name: test\n    interval: 1s\n    rules:\n      - alert: AlwaysFiring\n        expr: vector(1)\n        labels: {severity: warning}\n        annotations: {summary: always firing}\n",
+    )
+    .expect("rules");
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  evaluation_interval: 1s\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{}']\nrule_files: [rules.yml]\n",
+            relay.addr
+        ),
+    )
+    .expect("config");
+    let port = tests::free_port();
+    let _prom = tests::ChildGuard(
+        std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--rules.alert.resend-delay=1s")
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package prometheus) must be installed"),
+    );
+    // Prometheus resends every second: wait for several sends.
+    let received = wait_for("five sends from Prometheus", Duration::from_secs(60), || async {
+        let m = relay.metrics().await;
+        let n: f64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix("etcd_monitor_relay_alerts_received_total{endpoint=\"v2_alerts\"} "))?
+            .trim()
+            .parse()
+            .ok()?;
+        (n >= 5.0).then_some(n)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reqs = hook.requests();
+    assert_eq!(reqs.len(), 1, "{received} sends, one notification: {reqs:?}");
+    assert_eq!(reqs[0].body["alerts"][0]["labels"]["alertname"], "AlwaysFiring");
+}
