@@ -308,11 +308,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let data = dir.path().join("m1.etcd");
         std::fs::create_dir(&data).expect("mkdir");
-        assert_eq!(default_probe_dir(&data), dir.path().join(".m1.etcd.fsync-probe"));
+        assert_eq!(
+            default_probe_dir(&data),
+            dir.path().join(".m1.etcd.fsync-probe")
+        );
         // /dev/shm is a mount of its own on Linux: its parent is another filesystem.
         let shm = Path::new("/dev/shm");
         if shm.is_dir() && device_of(shm).ok() != device_of(Path::new("/dev")).ok() {
-            assert_eq!(default_probe_dir(shm), shm.join(".etcd-monitor-fsync-probe"));
+            assert_eq!(
+                default_probe_dir(shm),
+                shm.join(".etcd-monitor-fsync-probe")
+            );
         }
     }
 }

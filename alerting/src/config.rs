@@ -586,9 +586,19 @@ pub fn parse(file: &Path, text: &str) -> Result<RelayConfig, ConfigError> {
         }
         for (k, v) in r.match_re {
             let re = regex::Regex::new(&format!("^(?:{v})$")).map_err(|e| {
+                // The regex crate draws a caret diagram over several lines; its last line
+                // says what is wrong.
+                let text = e.to_string();
+                let why = text
+                    .lines()
+                    .map(str::trim)
+                    .rfind(|l| !l.is_empty())
+                    .unwrap_or("invalid")
+                    .trim_start_matches("error: ")
+                    .to_owned();
                 ctx.err(
                     format!("{field}.match_re.{k}"),
-                    format!("invalid regex {v:?}: {e}"),
+                    format!("invalid regex {v:?}: {why}"),
                 )
             })?;
             matchers.push(Matcher::Regex(k, re));

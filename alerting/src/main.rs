@@ -10,7 +10,14 @@ fn main() -> ExitCode {
     let config = match alerting::Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("etcd-monitor-relay: {e}");
+            // One line, whatever the message's source printed.
+            let line: Vec<String> = e
+                .to_string()
+                .lines()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("etcd-monitor-relay: {}", line.join(" "));
             return ExitCode::from(2);
         }
     };

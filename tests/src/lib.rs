@@ -8,8 +8,8 @@
 
 pub mod agent;
 pub mod etcd;
-pub mod relay;
 pub mod exporter;
+pub mod relay;
 pub mod tls;
 
 pub use agent::RunningAgent;
@@ -105,11 +105,15 @@ impl Drop for ChildGuard {
 
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
 pub async fn wait_port(port: u16, timeout: Duration) {
-    wait_for(&format!("127.0.0.1:{port} to accept"), timeout, || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
+    wait_for(
+        &format!("127.0.0.1:{port} to accept"),
+        timeout,
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
     .await;
 }

@@ -79,10 +79,14 @@ impl StandIn {
 
     /// Waits until at least `n` requests arrived.
     pub async fn wait_requests(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
-        crate::wait_for(&format!("{n} requests at the stand-in"), timeout, || async {
-            let r = self.requests();
-            (r.len() >= n).then_some(r)
-        })
+        crate::wait_for(
+            &format!("{n} requests at the stand-in"),
+            timeout,
+            || async {
+                let r = self.requests();
+                (r.len() >= n).then_some(r)
+            },
+        )
         .await
     }
 }
@@ -111,12 +115,18 @@ async fn record(
         answered: status,
     });
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = (code, if status < 300 { "ok" } else { "scripted failure" }).into_response();
+    let mut resp = (
+        code,
+        if status < 300 {
+            "ok"
+        } else {
+            "scripted failure"
+        },
+    )
+        .into_response();
     if let Some(s) = retry_after {
-        resp.headers_mut().insert(
-            "retry-after",
-            s.to_string().parse().expect("header value"),
-        );
+        resp.headers_mut()
+            .insert("retry-after", s.to_string().parse().expect("header value"));
     }
     resp
 }
@@ -171,7 +181,11 @@ impl RunningRelay {
     }
 
     /// POSTs `body` (raw bytes) to `path`: status and JSON answer.
-    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, serde_json::Value) {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, serde_json::Value) {
         let resp = self
             .http
             .post(self.url(path))
@@ -237,7 +251,9 @@ pub fn firing(name: &str, severity: &str, member: &str) -> serde_json::Value {
 /// The same alert resolved (its `endsAt` in the past).
 pub fn resolved(name: &str, severity: &str, member: &str) -> serde_json::Value {
     let mut a = firing(name, severity, member);
-    a["endsAt"] = serde_json::json!(rfc3339(std::time::SystemTime::now() - Duration::from_secs(5)));
+    a["endsAt"] = serde_json::json!(rfc3339(
+        std::time::SystemTime::now() - Duration::from_secs(5)
+    ));
     a
 }
 

@@ -31,7 +31,10 @@ async fn webhook_gets_one_notification_per_window_and_one_resolution() {
     .await;
     for _ in 0..3 {
         let (code, body) = relay
-            .post("/api/v2/alerts", json!([firing("EtcdNoLeader", "critical", "m1")]).to_string())
+            .post(
+                "/api/v2/alerts",
+                json!([firing("EtcdNoLeader", "critical", "m1")]).to_string(),
+            )
             .await;
         assert_eq!(code, 200, "{body}");
     }
@@ -41,13 +44,19 @@ async fn webhook_gets_one_notification_per_window_and_one_resolution() {
     assert_eq!(b["status"], "firing");
     assert_eq!(b["receiver"], "hook");
     assert_eq!(b["alerts"][0]["labels"]["alertname"], "EtcdNoLeader");
-    assert_eq!(b["alerts"][0]["annotations"]["summary"], "EtcdNoLeader on m1");
+    assert_eq!(
+        b["alerts"][0]["annotations"]["summary"],
+        "EtcdNoLeader on m1"
+    );
     let active = relay.get("/api/v1/alerts").await;
     assert_eq!(active["alerts"].as_array().map(Vec::len), Some(1));
 
     for _ in 0..2 {
         let (code, _) = relay
-            .post("/api/v2/alerts", json!([resolved("EtcdNoLeader", "critical", "m1")]).to_string())
+            .post(
+                "/api/v2/alerts",
+                json!([resolved("EtcdNoLeader", "critical", "m1")]).to_string(),
+            )
             .await;
         assert_eq!(code, 200);
     }
@@ -59,9 +68,17 @@ async fn webhook_gets_one_notification_per_window_and_one_resolution() {
     let h = history(&relay).await;
     assert_eq!(h.len(), 2);
     assert!(h.iter().all(|e| e["outcome"] == "delivered"), "{h:?}");
-    assert_eq!(relay.get("/api/v1/alerts").await["alerts"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        relay.get("/api/v1/alerts").await["alerts"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
     let metrics = relay.metrics().await;
-    assert!(metrics.contains("etcd_monitor_relay_notifications_deduplicated_total 3"), "{metrics}");
+    assert!(
+        metrics.contains("etcd_monitor_relay_notifications_deduplicated_total 3"),
+        "{metrics}"
+    );
     assert!(metrics.contains(
         "etcd_monitor_relay_notifications_total{receiver=\"hook\",outcome=\"delivered\"} 2"
     ));
@@ -74,18 +91,28 @@ async fn slack_429_then_500_then_200_is_delivered_once_after_the_wait() {
     let slack = StandIn::start().await;
     slack.script(&[(429, Some(2)), (500, None)]);
     let dir = tempfile::tempdir().expect("dir");
-    let url_file = secret_file(dir.path(), "slack-url", &slack.url("/services/T0/B0/secret"));
+    let url_file = secret_file(
+        dir.path(),
+        "slack-url",
+        &slack.url("/services/T0/B0/secret"),
+    );
     let relay = RunningRelay::start(&format!(
         "retry:\n  initial_backoff: 100ms\nreceivers:\n  - name: chat\n    slack:\n      webhook_url_file: {url_file}\n      channel: \"#etcd\"\n"
     ))
     .await;
     let (code, _) = relay
-        .post("/api/v2/alerts", json!([firing("EtcdMemberDown", "warning", "m2")]).to_string())
+        .post(
+            "/api/v2/alerts",
+            json!([firing("EtcdMemberDown", "warning", "m2")]).to_string(),
+        )
         .await;
     assert_eq!(code, 200);
     let reqs = slack.wait_requests(3, Duration::from_secs(20)).await;
     let waited = reqs[1].at.duration_since(reqs[0].at);
-    assert!(waited >= Duration::from_secs(2), "Retry-After 2 honoured, waited {waited:?}");
+    assert!(
+        waited >= Duration::from_secs(2),
+        "Retry-After 2 honoured, waited {waited:?}"
+    );
     assert_eq!(
         reqs.iter().map(|r| r.answered).collect::<Vec<_>>(),
         [429, 500, 200]
@@ -93,12 +120,20 @@ async fn slack_429_then_500_then_200_is_delivered_once_after_the_wait() {
     assert_eq!(reqs[2].path, "/services/T0/B0/secret");
     let p = &reqs[2].body;
     assert_eq!(p["channel"], "#etcd");
-    assert!(p["text"].as_str().is_some_and(|t| t.contains("EtcdMemberDown on m2")), "{p}");
+    assert!(
+        p["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("EtcdMemberDown on m2")),
+        "{p}"
+    );
     assert_eq!(p["attachments"][0]["color"], "#f2c744");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(slack.requests().len(), 3, "delivered once");
     let h = history(&relay).await;
-    assert_eq!((h[0]["outcome"].as_str(), h[0]["attempts"].as_u64()), (Some("delivered"), Some(3)));
+    assert_eq!(
+        (h[0]["outcome"].as_str(), h[0]["attempts"].as_u64()),
+        (Some("delivered"), Some(3))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +148,10 @@ async fn slack_400_is_a_permanent_failure_in_history() {
     ))
     .await;
     relay
-        .post("/api/v2/alerts", json!([firing("EtcdMemberDown", "warning", "m2")]).to_string())
+        .post(
+            "/api/v2/alerts",
+            json!([firing("EtcdMemberDown", "warning", "m2")]).to_string(),
+        )
         .await;
     let h = wait_for("a failure in history", Duration::from_secs(10), || async {
         let h = history(&relay).await;
@@ -122,7 +160,10 @@ async fn slack_400_is_a_permanent_failure_in_history() {
     .await;
     let reason = h[0]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("400"), "{reason}");
-    assert!(!reason.contains("secret-path"), "the webhook URL is a secret: {reason}");
+    assert!(
+        !reason.contains("secret-path"),
+        "the webhook URL is a secret: {reason}"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(slack.requests().len(), 1, "not retried");
 }
@@ -139,11 +180,17 @@ async fn pagerduty_trigger_then_resolve_with_the_same_dedup_key() {
     ))
     .await;
     relay
-        .post("/api/v2/alerts", json!([firing("EtcdNoLeader", "critical", "m3")]).to_string())
+        .post(
+            "/api/v2/alerts",
+            json!([firing("EtcdNoLeader", "critical", "m3")]).to_string(),
+        )
         .await;
     pd.wait_requests(1, Duration::from_secs(10)).await;
     relay
-        .post("/api/v2/alerts", json!([resolved("EtcdNoLeader", "critical", "m3")]).to_string())
+        .post(
+            "/api/v2/alerts",
+            json!([resolved("EtcdNoLeader", "critical", "m3")]).to_string(),
+        )
         .await;
     let reqs = pd.wait_requests(2, Duration::from_secs(10)).await;
     let (t, r) = (&reqs[0].body, &reqs[1].body);
@@ -153,7 +200,9 @@ async fn pagerduty_trigger_then_resolve_with_the_same_dedup_key() {
     assert_eq!(t["routing_key"], "R0UTINGKEY");
     assert_eq!(t["payload"]["severity"], "critical");
     assert_eq!(t["payload"]["source"], "m3");
-    assert!(t["payload"]["summary"].as_str().is_some_and(|s| s.contains("EtcdNoLeader on m3")));
+    assert!(t["payload"]["summary"]
+        .as_str()
+        .is_some_and(|s| s.contains("EtcdNoLeader on m3")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,20 +214,48 @@ async fn bad_input_is_refused_naming_the_problem_and_nothing_is_stored() {
         hook.url("/hook")
     ))
     .await;
-    let big = format!("[{}]", vec![firing("X", "info", "m").to_string(); 400].join(","));
+    let big = format!(
+        "[{}]",
+        vec![firing("X", "info", "m").to_string(); 400].join(",")
+    );
     for (path, body, code, want) in [
-        ("/api/v2/alerts", "{not json".to_owned(), 400, "invalid alerts array"),
-        ("/api/v2/alerts", r#"[{"labels":{"alertname":7}}]"#.to_owned(), 400, "invalid type"),
-        ("/api/v2/alerts", r#"[{"annotations":{"summary":"x"}}]"#.to_owned(), 400, "missing \"labels\""),
+        (
+            "/api/v2/alerts",
+            "{not json".to_owned(),
+            400,
+            "invalid alerts array",
+        ),
+        (
+            "/api/v2/alerts",
+            r#"[{"labels":{"alertname":7}}]"#.to_owned(),
+            400,
+            "invalid type",
+        ),
+        (
+            "/api/v2/alerts",
+            r#"[{"annotations":{"summary":"x"}}]"#.to_owned(),
+            400,
+            "missing \"labels\"",
+        ),
         ("/api/v2/alerts", big, 413, "limit"),
-        ("/api/v1/alertmanager", r#"{"version":"4","alerts":[{"labels":{}}]}"#.to_owned(), 400, "empty"),
+        (
+            "/api/v1/alertmanager",
+            r#"{"version":"4","alerts":[{"labels":{}}]}"#.to_owned(),
+            400,
+            "empty",
+        ),
     ] {
         let (status, answer) = relay.post(path, body).await;
         assert_eq!(status, code, "{path}: {answer}");
         let msg = answer["error"].as_str().unwrap_or_default();
         assert!(msg.contains(want), "{path}: {msg:?} lacks {want:?}");
     }
-    assert_eq!(relay.get("/api/v1/alerts").await["alerts"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        relay.get("/api/v1/alerts").await["alerts"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
     assert!(history(&relay).await.is_empty());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(hook.requests().is_empty());
@@ -212,22 +289,35 @@ async fn email_over_starttls_reaches_a_real_smtp_server() {
     ))
     .await;
     relay
-        .post("/api/v2/alerts", json!([firing("EtcdDatabaseSpaceExceeded", "critical", "m1")]).to_string())
+        .post(
+            "/api/v2/alerts",
+            json!([firing("EtcdDatabaseSpaceExceeded", "critical", "m1")]).to_string(),
+        )
         .await;
     let new = maildir.join("new");
-    let mail = wait_for("the email in the maildir", Duration::from_secs(20), || async {
-        let entry = std::fs::read_dir(&new).ok()?.flatten().next()?;
-        std::fs::read_to_string(entry.path()).ok()
-    })
+    let mail = wait_for(
+        "the email in the maildir",
+        Duration::from_secs(20),
+        || async {
+            let entry = std::fs::read_dir(&new).ok()?.flatten().next()?;
+            std::fs::read_to_string(entry.path()).ok()
+        },
+    )
     .await;
     let subject = mail
         .lines()
         .find(|l| l.starts_with("Subject:"))
         .unwrap_or_default()
         .to_owned();
-    assert!(subject.contains("EtcdDatabaseSpaceExceeded on m1"), "{subject}");
+    assert!(
+        subject.contains("EtcdDatabaseSpaceExceeded on m1"),
+        "{subject}"
+    );
     let body = mail.split("\n\n").skip(1).collect::<Vec<_>>().join("\n\n");
-    assert!(body.contains("summary: EtcdDatabaseSpaceExceeded on m1"), "{body}");
+    assert!(
+        body.contains("summary: EtcdDatabaseSpaceExceeded on m1"),
+        "{body}"
+    );
     assert!(mail.contains("To: oncall@example.com"), "{mail}");
     let h = history(&relay).await;
     assert_eq!(h[0]["outcome"], "delivered");
@@ -259,8 +349,14 @@ async fn a_real_prometheus_resending_an_alert_notifies_once() {
     let port = tests::free_port();
     let _prom = tests::ChildGuard(
         std::process::Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--rules.alert.resend-delay=1s")
             .current_dir(dir.path())
@@ -270,19 +366,34 @@ async fn a_real_prometheus_resending_an_alert_notifies_once() {
             .expect("prometheus (Debian package prometheus) must be installed"),
     );
     // Prometheus resends every second: wait for several sends.
-    let received = wait_for("five sends from Prometheus", Duration::from_secs(60), || async {
-        let m = relay.metrics().await;
-        let n: f64 = m
-            .lines()
-            .find_map(|l| l.strip_prefix("etcd_monitor_relay_alerts_received_total{endpoint=\"v2_alerts\"} "))?
-            .trim()
-            .parse()
-            .ok()?;
-        (n >= 5.0).then_some(n)
-    })
+    let received = wait_for(
+        "five sends from Prometheus",
+        Duration::from_secs(60),
+        || async {
+            let m = relay.metrics().await;
+            let n: f64 = m
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(
+                        "etcd_monitor_relay_alerts_received_total{endpoint=\"v2_alerts\"} ",
+                    )
+                })?
+                .trim()
+                .parse()
+                .ok()?;
+            (n >= 5.0).then_some(n)
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let reqs = hook.requests();
-    assert_eq!(reqs.len(), 1, "{received} sends, one notification: {reqs:?}");
-    assert_eq!(reqs[0].body["alerts"][0]["labels"]["alertname"], "AlwaysFiring");
+    assert_eq!(
+        reqs.len(),
+        1,
+        "{received} sends, one notification: {reqs:?}"
+    );
+    assert_eq!(
+        reqs[0].body["alerts"][0]["labels"]["alertname"],
+        "AlwaysFiring"
+    );
 }

@@ -1,0 +1,227 @@
+//! The `etcd-monitor-relay` binary: bad configuration exits 2 naming the file and the
+//! field, and a notification accepted while its channel is down survives `kill -9`.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_etcd-monitor-relay");
+
+fn run_config(yaml: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = dir.path().join("relay.yml");
+    std::fs::write(&cfg, yaml).expect("write");
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the relay accepted a bad config:\n{yaml}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (status.code(), err, cfg.display().to_string())
+}
+
+#[test]
+fn bad_configs_exit_2_naming_file_and_field() {
+    for (yaml, field, what) in [
+        (
+            "receivers:\n  - name: a\n    console: {}\nroutes:\n  - receivers: [nobody]\n",
+            "routes[0].receivers",
+            "unknown receiver \"nobody\"",
+        ),
+        (
+            "receivers:\n  - name: a\n    console: {}\nroutes:\n  - match_re: {alertname: \"Etcd(\"}\n    receivers: [a]\n",
+            "routes[0].match_re.alertname",
+            "invalid regex",
+        ),
+        (
+            "receivers:\n  - name: chat\n    slack:\n      webhook_url_file: /nonexistent/slack-url\n",
+            "receivers[0].slack.webhook_url_file",
+            "/nonexistent/slack-url",
+        ),
+        (
+            "receivers:\n  - name: chat\n    slack:\n      webhook_url: https://hooks.slack.com/x\n",
+            "line",
+            "unknown field `webhook_url`",
+        ),
+        (
+            "dedup_window: soon\nreceivers:\n  - name: a\n    console: {}\n",
+            "dedup_window",
+            "invalid duration",
+        ),
+    ] {
+        let (code, err, file) = run_config(yaml);
+        assert_eq!(code, Some(2), "{yaml}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line: {err}");
+        for n in [file.as_str(), field, what] {
+            assert!(lines[0].contains(n), "{:?} lacks {n:?}", lines[0]);
+        }
+    }
+}
+
+/// A webhook endpoint that answers 503 while `down`, and counts what it accepted.
+struct Hook {
+    port: u16,
+    down: Arc<AtomicBool>,
+    attempts: Arc<AtomicUsize>,
+    delivered: Arc<AtomicUsize>,
+}
+
+async fn hook() -> Hook {
+    let down = Arc::new(AtomicBool::new(true));
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let (d, a, ok) = (down.clone(), attempts.clone(), delivered.clone());
+    let app = axum::Router::new().fallback(move || {
+        let (d, a, ok) = (d.clone(), a.clone(), ok.clone());
+        async move {
+            a.fetch_add(1, Ordering::SeqCst);
+            if d.load(Ordering::SeqCst) {
+                axum::http::StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                ok.fetch_add(1, Ordering::SeqCst);
+                axum::http::StatusCode::OK
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Hook {
+        port,
+        down,
+        attempts,
+        delivered,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+fn start_relay(cfg: &std::path::Path, data: &std::path::Path, port: u16) -> Child {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(cfg)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn relay")
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_survives_kill_9_and_is_delivered_once() {
+    let hook = hook().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = dir.path().join("relay.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "retry:\n  initial_backoff: 200ms\n  max_backoff: 1s\nreceivers:\n  - name: hook\n    webhook:\n      url: http://127.0.0.1:{}/hook\n",
+            hook.port
+        ),
+    )
+    .expect("config");
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut relay = start_relay(&cfg, &data, port);
+    let http = reqwest::Client::new();
+    let body = serde_json::json!([{
+        "labels": {"alertname": "EtcdNoLeader", "severity": "critical"},
+        "annotations": {"summary": "no leader"},
+    }]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match http
+            .post(format!("http://127.0.0.1:{port}/api/v2/alerts"))
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) => {
+                assert_eq!(r.status(), 200, "accepted");
+                break;
+            }
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("relay never listened: {e}"),
+        }
+    }
+    // The channel is down: attempts fail and the relay retries.
+    wait_until("two failed attempts", Duration::from_secs(20), || {
+        hook.attempts.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    relay.kill().expect("kill -9");
+    relay.wait().expect("reap");
+    assert_eq!(hook.delivered.load(Ordering::SeqCst), 0);
+
+    hook.down.store(false, Ordering::SeqCst);
+    let mut relay = start_relay(&cfg, &data, port);
+    wait_until(
+        "the delivery after the restart",
+        Duration::from_secs(30),
+        || hook.delivered.load(Ordering::SeqCst) >= 1,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(hook.delivered.load(Ordering::SeqCst), 1, "delivered once");
+    let history: serde_json::Value = http
+        .get(format!("http://127.0.0.1:{port}/api/v1/alerts/history"))
+        .send()
+        .await
+        .expect("history")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(history["history"][0]["outcome"], "delivered");
+    assert!(history["history"][0]["attempts"]
+        .as_u64()
+        .is_some_and(|a| a >= 1));
+    let _ = relay.kill();
+    let _ = relay.wait();
+}
