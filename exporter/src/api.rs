@@ -19,6 +19,8 @@ use crate::snapshot::{MemberExtras, Snapshot};
 #[derive(Clone)]
 pub struct AppState {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// The relay to answer `/api/v1/alerts*` from, with the client to ask it.
+    pub relay: Option<(url::Url, reqwest::Client)>,
 }
 
 impl AppState {
@@ -62,6 +64,8 @@ pub fn router(state: AppState, cors_origins: &[axum::http::HeaderValue]) -> Rout
         .route("/api/v1/metrics/current", get(metrics_current))
         .route("/api/v1/metrics/history", get(metrics_history))
         .route("/api/v1/metrics/latency", get(metrics_latency))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts/history", get(alerts_history))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
@@ -278,6 +282,43 @@ async fn metrics_history(
     .into_response())
 }
 
+async fn from_relay(s: &AppState, path: &str, query: Option<&str>) -> Result<Response, ApiError> {
+    let Some((base, http)) = &s.relay else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no relay configured (start the exporter with --relay-url)",
+        ));
+    };
+    let mut url = base
+        .join(path)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    url.set_query(query);
+    let unreachable =
+        |e: String| ApiError::new(StatusCode::BAD_GATEWAY, format!("relay at {base}: {e}"));
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| unreachable(common::etcd::error_chain(&e.without_url())))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| unreachable(format!("not JSON: {}", common::etcd::error_chain(&e))))?;
+    if !status.is_success() {
+        return Err(unreachable(format!("status {status}: {body}")));
+    }
+    Ok(Json(body).into_response())
+}
+
+async fn alerts(State(s): State<AppState>) -> Result<Response, ApiError> {
+    from_relay(&s, "api/v1/alerts", None).await
+}
+
+async fn alerts_history(State(s): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    from_relay(&s, "api/v1/alerts/history", uri.query()).await
+}
+
 async fn metrics_latency(State(s): State<AppState>) -> Response {
     let snap = s.latest();
     Json(&*snap.latency).into_response()
@@ -292,7 +333,13 @@ mod tests {
 
     fn app() -> Router {
         let (_tx, rx) = watch::channel(Arc::new(Snapshot::empty(5000)));
-        router(AppState { snapshots: rx }, &[])
+        router(
+            AppState {
+                snapshots: rx,
+                relay: None,
+            },
+            &[],
+        )
     }
 
     async fn call(app: Router, method: &str, uri: &str) -> (StatusCode, serde_json::Value) {

@@ -67,6 +67,11 @@ pub struct Args {
     )]
     pub agents: Vec<String>,
 
+    /// The etcd-monitor-relay's URL: `/api/v1/alerts` and `/api/v1/alerts/history` are
+    /// then answered from it.
+    #[arg(long, env = "ETCD_MONITOR_RELAY_URL", value_name = "URL")]
+    pub relay_url: Option<String>,
+
     /// Log line format.
     #[arg(
         long,
@@ -91,6 +96,7 @@ pub struct Config {
     pub history_retention: Duration,
     pub cors_origins: Vec<axum::http::HeaderValue>,
     pub agents: Vec<crate::agents::AgentTarget>,
+    pub relay_url: Option<url::Url>,
     pub log_format: LogFormat,
 }
 
@@ -148,6 +154,20 @@ impl Config {
             }
             agents.push(t);
         }
+        let relay_url = match args.relay_url.as_deref().filter(|u| !u.is_empty()) {
+            None => None,
+            Some(raw) => {
+                let u = url::Url::parse(raw)
+                    .map_err(|e| invalid("--relay-url", format!("invalid URL {raw:?}: {e}")))?;
+                if u.scheme() != "http" && u.scheme() != "https" {
+                    return Err(invalid(
+                        "--relay-url",
+                        format!("{raw:?}: scheme must be http or https"),
+                    ));
+                }
+                Some(u)
+            }
+        };
         let member_timeout = etcd.command_timeout.min(args.interval.mul_f64(0.8));
         Ok(Config {
             etcd,
@@ -159,6 +179,7 @@ impl Config {
             history_retention: args.history_retention,
             cors_origins,
             agents,
+            relay_url,
             log_format: args.log_format,
         })
     }

@@ -36,7 +36,18 @@ pub async fn run(
     let tasks = TaskTracker::new();
     let snapshots = collector::spawn(cfg.clone(), shutdown.clone(), &tasks)
         .map_err(|e| anyhow::anyhow!("cannot build the HTTP client for members: {e}"))?;
-    let app = api::router(api::AppState { snapshots }, &cfg.cors_origins);
+    let relay = match &cfg.relay_url {
+        None => None,
+        Some(u) => Some((
+            u.clone(),
+            reqwest::Client::builder()
+                .use_rustls_tls()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| anyhow::anyhow!("cannot build the HTTP client for the relay: {e}"))?,
+        )),
+    };
+    let app = api::router(api::AppState { snapshots, relay }, &cfg.cors_origins);
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         endpoints = %cfg.etcd.endpoints.iter().map(common::etcd::endpoint_str).collect::<Vec<_>>().join(","),

@@ -397,3 +397,47 @@ async fn a_real_prometheus_resending_an_alert_notifies_once() {
         "AlwaysFiring"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exporter_answers_alerts_from_the_relay() {
+    tests::init_logs();
+    let hook = StandIn::start().await;
+    let relay = RunningRelay::start(&format!(
+        "receivers:\n  - name: hook\n    webhook:\n      url: {}\n",
+        hook.url("/hook")
+    ))
+    .await;
+    relay
+        .post(
+            "/api/v2/alerts",
+            json!([firing("EtcdMemberDown", "critical", "m2")]).to_string(),
+        )
+        .await;
+    hook.wait_requests(1, Duration::from_secs(10)).await;
+    let dead = format!("127.0.0.1:{}", tests::free_port());
+    let exp = tests::RunningExporter::start(&[
+        "--endpoints".into(),
+        dead.clone(),
+        "--relay-url".into(),
+        format!("http://{}", relay.addr),
+    ])
+    .await;
+    let alerts = exp.json("/api/v1/alerts").await;
+    assert_eq!(alerts["alerts"][0]["labels"]["alertname"], "EtcdMemberDown");
+    let h = wait_for("a delivered entry", Duration::from_secs(10), || async {
+        let h = exp.json("/api/v1/alerts/history?limit=5").await;
+        (h["history"][0]["outcome"] == "delivered").then_some(h)
+    })
+    .await;
+    assert_eq!(h["history"][0]["receiver"], "hook");
+
+    // Without --relay-url: 404 naming the flag; with the relay gone: 502.
+    let plain = tests::RunningExporter::start(&["--endpoints".into(), dead]).await;
+    let (code, body) = plain.get("/api/v1/alerts").await;
+    assert_eq!(code, 404);
+    assert!(body.contains("--relay-url"), "{body}");
+    relay.stop().await.expect("stop");
+    let (code, body) = exp.get("/api/v1/alerts/history").await;
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("relay at"), "{body}");
+}
