@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Command 1 of the README: set up and run the whole stack locally, no Docker: a 3-member
-# etcd cluster on 127.0.0.1, one etcd-monitor-agent per member, and the etcd-monitor
-# exporter in front of them. Ctrl-C stops
+# etcd cluster on 127.0.0.1, one etcd-monitor-agent per member, the etcd-monitor exporter
+# in front of them, and etcd-monitor-relay (console receiver) for alerts. Ctrl-C stops
 # everything. Data lives in .stack/ (kept between runs; `--clean` starts afresh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,10 +14,10 @@ fi
 
 ./scripts/setup.sh
 echo "stack: building (release)"
-cargo build --release --locked -p exporter -p agent
+cargo build --release --locked -p exporter -p agent -p alerting
 bin="$root/target/release"
 
-for port in 2379 2380 12379 12380 22379 22380 9101 9102 9103 8080; do
+for port in 2379 2380 12379 12380 22379 22380 9101 9102 9103 8080 9095; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "stack: port $port on 127.0.0.1 is already in use; stop what holds it (ss -ltnp | grep :$port)" >&2
         exit 1
@@ -74,7 +74,19 @@ for i in 0 1 2; do
     agents+=("--agent" "$name=http://127.0.0.1:${agent_ports[$i]}")
 done
 
+cat >"$state/relay.yml" <<'YAML'
+# The local stack's relay: every alert to the console (see .stack/relay.log).
+dedup_window: 5m
+receivers:
+  - name: log
+    console: {}
+YAML
+"$bin/etcd-monitor-relay" --config "$state/relay.yml" --data-dir "$state/relay-data" \
+    --listen 127.0.0.1:9095 >>"$state/relay.log" 2>&1 &
+pids+=($!)
+
 "$bin/etcd-monitor" --endpoints "$endpoints" --listen 127.0.0.1:8080 "${agents[@]}" \
+    --relay-url http://127.0.0.1:9095 \
     >>"$state/exporter.log" 2>&1 &
 pids+=($!)
 
@@ -86,6 +98,7 @@ etcd-monitor local stack is running (logs in .stack/):
   status page      http://127.0.0.1:8080/
   exporter         http://127.0.0.1:8080/metrics
   cluster status   http://127.0.0.1:8080/api/v1/cluster/status
+  relay            http://127.0.0.1:9095/api/v1/alerts  (ingest: POST /api/v2/alerts)
   members          http://127.0.0.1:8080/api/v1/cluster/members
 
 Press Ctrl-C to stop everything.
