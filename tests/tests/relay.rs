@@ -441,3 +441,36 @@ async fn the_exporter_answers_alerts_from_the_relay() {
     assert_eq!(code, 502, "{body}");
     assert!(body.contains("relay at"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_receiver_queues_rather_than_drops() {
+    tests::init_logs();
+    let hook = StandIn::start().await;
+    let relay = RunningRelay::start(&format!(
+        "receivers:\n  - name: hook\n    min_interval: 300ms\n    webhook:\n      url: {}\n",
+        hook.url("/hook")
+    ))
+    .await;
+    let alerts: Vec<_> = (0..4)
+        .map(|i| firing("EtcdHighFsync", "warning", &format!("m{i}")))
+        .collect();
+    let (code, answer) = relay
+        .post("/api/v2/alerts", json!(alerts).to_string())
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(answer["notifications"], 4);
+    let reqs = hook.wait_requests(4, Duration::from_secs(20)).await;
+    for pair in reqs.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(gap >= Duration::from_millis(290), "sent {gap:?} apart");
+    }
+    let members: std::collections::BTreeSet<_> = reqs
+        .iter()
+        .filter_map(|r| {
+            r.body["alerts"][0]["labels"]["member"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(members.len(), 4, "all four delivered");
+}
