@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use common::http::{method_not_allowed, not_found};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::sync::watch;
@@ -68,22 +69,6 @@ async fn health(State(s): State<AppState>) -> Response {
             "last_collect_unix_ms": snap.at_unix_ms,
             "etcd_process_up": snap.etcd_process.is_some(),
         })),
-    )
-        .into_response()
-}
-
-async fn not_found(uri: Uri) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({ "error": format!("no such endpoint: {}", uri.path()) })),
-    )
-        .into_response()
-}
-
-async fn method_not_allowed(uri: Uri) -> Response {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        Json(json!({ "error": format!("method not allowed on {}", uri.path()) })),
     )
         .into_response()
 }

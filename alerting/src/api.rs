@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{header, Request, StatusCode, Uri};
+use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -32,25 +32,7 @@ pub struct AppState {
     pub max_body_bytes: usize,
 }
 
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
-    }
-}
+use common::http::{method_not_allowed, not_found, ApiError};
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -63,20 +45,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-}
-
-async fn not_found(uri: Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("no such endpoint: {}", uri.path()),
-    )
-}
-
-async fn method_not_allowed(uri: Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("method not allowed on {}", uri.path()),
-    )
 }
 
 async fn read_body(req: Request<Body>, limit: usize) -> Result<axum::body::Bytes, ApiError> {

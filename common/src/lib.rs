@@ -2,6 +2,7 @@
 //! construction, HTTP serving with graceful shutdown, the shutdown signal and tracing setup.
 //! Nothing product-specific lives here.
 
+pub mod daemon;
 pub mod etcd;
 pub mod http;
 pub mod insecure;

@@ -29,27 +29,8 @@ impl AppState {
     }
 }
 
-/// An API error: a status code and a message safe to show.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
-    }
-}
+pub use common::http::ApiError;
+use common::http::{method_not_allowed, not_found};
 
 /// The exporter's router.
 pub fn router(state: AppState, cors_origins: &[axum::http::HeaderValue]) -> Router {
@@ -78,20 +59,6 @@ pub fn router(state: AppState, cors_origins: &[axum::http::HeaderValue]) -> Rout
         );
     }
     r
-}
-
-async fn not_found(uri: Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("no such endpoint: {}", uri.path()),
-    )
-}
-
-async fn method_not_allowed(uri: Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("method not allowed on {}", uri.path()),
-    )
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
