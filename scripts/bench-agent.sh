@@ -184,7 +184,7 @@ until etcdctl --dial-timeout 1s --command-timeout 2s --endpoints "$endpoint" end
     ((SECONDS < deadline)) || die "etcd not healthy after 60 s"
     sleep 0.5
 done
-etcd_version=$(etcd --version 2>/dev/null | head -n 1 | sed 's/^etcd Version: //')
+etcd_version=$(etcd --version 2>/dev/null | sed -n '1s/^etcd Version: //p')
 log "etcd $etcd_version healthy at $endpoint"
 
 # ---------------------------------------------------------------- helpers
@@ -371,7 +371,7 @@ stop_pid "$etcd_pid"
 etcd_pid=""
 strays=$(pgrep -f "$tmp" | tr '\n' ' ' || true)
 [[ -z "${strays// /}" ]] || die "processes still running on $tmp: $strays"
-node_version=$("$node_bin" --version 2>&1 | head -n 1)
+node_version=$("$node_bin" --version 2>&1 | sed -n 1p)
 load_end=$(cat /proc/loadavg)
 
 row() { printf '  %-40s %22s %22s\n' "$@"; }

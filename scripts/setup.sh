@@ -4,7 +4,7 @@
 # Rust components for the lint step. Safe to run again: it only installs what is missing.
 set -euo pipefail
 
-packages=(protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus fio python3-aiosmtpd)
+packages=(protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus prometheus-pushgateway fio python3-aiosmtpd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

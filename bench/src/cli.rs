@@ -1,0 +1,179 @@
+//! The command line: parse, run, print, push, judge. Exit codes: 0 ok, 1 a threshold
+//! missed, 2 bad flags or etcd unreachable, 3 the push failed (thresholds met).
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use clap::Parser;
+use common::etcd::EtcdConfig;
+
+use crate::params::{Args, Output, Params};
+
+pub const THRESHOLD_MISSED: u8 = 1;
+pub const BAD_INPUT: u8 = 2;
+pub const PUSH_FAILED: u8 = 3;
+
+fn parse_labels(raw: &[String]) -> Result<Vec<(String, String)>, String> {
+    raw.iter()
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .ok_or_else(|| format!("--label: {l:?} is not k=v"))?;
+            let valid = k
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid || k == "job" {
+                return Err(format!("--label: {k:?} is not a usable label name"));
+            }
+            Ok((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+/// Runs the command line `argv` (program name first) with the report on stdout and
+/// messages on stderr; returns the exit code.
+pub fn main<I, T>(argv: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let tty = std::io::stderr().is_terminal();
+    main_with(argv, &mut std::io::stdout(), &mut std::io::stderr(), tty)
+}
+
+/// [`main`] writing to `out` and `err`; `progress` shows a progress line on `err`'s
+/// terminal (never in tests).
+pub fn main_with<I, T>(
+    argv: I,
+    out: &mut dyn std::io::Write,
+    err: &mut dyn std::io::Write,
+    tty: bool,
+) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args = match Args::try_parse_from(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = write!(out, "{e}");
+                return 0;
+            }
+            let rendered = e.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments")
+                .trim()
+                .trim_start_matches("error: ");
+            let _ = writeln!(err, "etcd-monitor-bench: {first} (see --help)");
+            return BAD_INPUT;
+        }
+    };
+    let params = match Params::from_args(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(err, "etcd-monitor-bench: {e}");
+            return BAD_INPUT;
+        }
+    };
+    let labels = match parse_labels(&args.labels) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = writeln!(err, "etcd-monitor-bench: {e}");
+            return BAD_INPUT;
+        }
+    };
+    if let Some(pg) = &args.pushgateway {
+        if reqwest::Url::parse(pg).is_err() {
+            let _ = writeln!(
+                err,
+                "etcd-monitor-bench: --pushgateway: {pg:?} is not a URL"
+            );
+            return BAD_INPUT;
+        }
+    }
+    let etcd = match EtcdConfig::from_args(&args.etcd) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(err, "etcd-monitor-bench: {e}");
+            return BAD_INPUT;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = writeln!(err, "etcd-monitor-bench: cannot start the runtime: {e}");
+            return BAD_INPUT;
+        }
+    };
+    let progress = args.output == Output::Text && tty;
+    let code = rt.block_on(async {
+        let report = match crate::run::run(&params, &etcd, progress).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = writeln!(err, "etcd-monitor-bench: {e}");
+                return BAD_INPUT;
+            }
+        };
+        let mut missed = Vec::new();
+        if let Some(max) = args.max_p99 {
+            let p99 = Duration::from_secs_f64(report.p99());
+            if report.ok() == 0 || p99 > max {
+                missed.push(format!(
+                    "threshold missed: p99 {} > --max-p99 {}",
+                    humantime::format_duration(round_us(p99)),
+                    humantime::format_duration(max)
+                ));
+            }
+        }
+        if let Some(min) = args.min_throughput {
+            if report.throughput < min {
+                missed.push(format!(
+                    "threshold missed: throughput {:.1} requests/s < --min-throughput {min}",
+                    report.throughput
+                ));
+            }
+        }
+        match args.output {
+            Output::Text => {
+                let _ = write!(out, "{}", crate::report::text(&report));
+            }
+            Output::Json => {
+                let _ = writeln!(out, "{}", crate::report::json(&report));
+            }
+        }
+        for m in &missed {
+            let _ = writeln!(err, "etcd-monitor-bench: {m}");
+        }
+        let mut push_failed = false;
+        if let Some(pg) = &args.pushgateway {
+            if let Err(e) =
+                crate::push::push(pg, &args.job, &labels, &report, missed.is_empty()).await
+            {
+                let _ = writeln!(err, "etcd-monitor-bench: {e}");
+                push_failed = true;
+            }
+        }
+        if !missed.is_empty() {
+            THRESHOLD_MISSED
+        } else if push_failed {
+            PUSH_FAILED
+        } else {
+            0
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    code
+}
+
+fn round_us(d: Duration) -> Duration {
+    Duration::from_micros(d.as_micros() as u64)
+}

@@ -1,0 +1,315 @@
+//! The bench's command line and its validation into [`Params`].
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use common::etcd::EtcdArgs;
+use serde::Serialize;
+
+/// etcd-monitor-bench: puts load on an etcd cluster (write, read or mixed), reports like
+/// etcd's benchmark tool (or as JSON), pushes the results to a Pushgateway and fails when
+/// a threshold is missed. Exit codes: 0 ok, 1 a threshold missed, 2 bad flags or etcd
+/// unreachable, 3 the push to the Pushgateway failed.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "etcd-monitor-bench", version)]
+pub struct Args {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+
+    /// gRPC connections, spread over the endpoints.
+    #[arg(
+        long,
+        global = true,
+        env = "ETCD_MONITOR_BENCH_CONNS",
+        default_value_t = 1
+    )]
+    pub conns: usize,
+
+    /// Concurrent clients sharing the connections.
+    #[arg(
+        long,
+        global = true,
+        env = "ETCD_MONITOR_BENCH_CLIENTS",
+        default_value_t = 1
+    )]
+    pub clients: usize,
+
+    /// Requests to make in all (the run stops then); excludes --duration.
+    #[arg(long, global = true, conflicts_with = "duration")]
+    pub total: Option<u64>,
+
+    /// How long to run; excludes --total.
+    #[arg(long, global = true, value_parser = common::parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Requests per second for the whole run; 0 means as fast as possible.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    pub rate: f64,
+
+    /// Key size in bytes.
+    #[arg(long, global = true, default_value_t = 8)]
+    pub key_size: usize,
+
+    /// Value size in bytes.
+    #[arg(long, global = true, default_value_t = 8)]
+    pub val_size: usize,
+
+    /// Number of distinct keys.
+    #[arg(long, global = true, default_value_t = 1000)]
+    pub key_space: u64,
+
+    /// Prefix of every key the bench writes (it counts toward --key-size).
+    #[arg(long, global = true, default_value = "")]
+    pub prefix: String,
+
+    /// Time at the start whose requests are left out of the figures (default: 0 with
+    /// --total, 1s with --duration).
+    #[arg(long, global = true, value_parser = common::parse_duration)]
+    pub warmup: Option<Duration>,
+
+    /// Report format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub output: Output,
+
+    /// Pushgateway base URL to PUT the results to after the run.
+    #[arg(long, global = true, env = "ETCD_MONITOR_BENCH_PUSHGATEWAY")]
+    pub pushgateway: Option<String>,
+
+    /// Pushgateway job name.
+    #[arg(long, global = true, default_value = "etcd-monitor-bench")]
+    pub job: String,
+
+    /// Grouping label k=v (repeatable).
+    #[arg(long = "label", global = true, value_name = "K=V")]
+    pub labels: Vec<String>,
+
+    /// Fail (exit 1) when p99 latency is above this.
+    #[arg(long, global = true, value_parser = common::parse_duration)]
+    pub max_p99: Option<Duration>,
+
+    /// Fail (exit 1) when throughput (requests/s) is below this.
+    #[arg(long, global = true)]
+    pub min_throughput: Option<f64>,
+
+    #[command(subcommand)]
+    pub workload: WorkloadCmd,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum WorkloadCmd {
+    /// Puts.
+    #[command(alias = "put")]
+    Write {
+        /// Write keys 0, 1, 2, ... instead of random ones.
+        #[arg(long)]
+        sequential_keys: bool,
+    },
+    /// Ranges (gets) of single keys.
+    #[command(alias = "range")]
+    Read {
+        /// l (linearizable) or s (serializable).
+        #[arg(long, value_enum, default_value = "l")]
+        consistency: Consistency,
+        /// The keys exist already: do not fill the key space first.
+        #[arg(long)]
+        keys_exist: bool,
+    },
+    /// Reads and writes over one key space.
+    Mixed {
+        /// Share of reads, 0..1.
+        #[arg(long, default_value_t = 0.7, allow_negative_numbers = true)]
+        read_ratio: f64,
+        /// l (linearizable) or s (serializable) reads.
+        #[arg(long, value_enum, default_value = "l")]
+        consistency: Consistency,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+pub enum Consistency {
+    #[value(name = "l")]
+    #[serde(rename = "l")]
+    Linearizable,
+    #[value(name = "s")]
+    #[serde(rename = "s")]
+    Serializable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Workload {
+    Write {
+        sequential_keys: bool,
+    },
+    Read {
+        consistency: Consistency,
+        fill: bool,
+    },
+    Mixed {
+        read_ratio: f64,
+        consistency: Consistency,
+    },
+}
+
+impl Workload {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Workload::Write { .. } => "write",
+            Workload::Read { .. } => "read",
+            Workload::Mixed { .. } => "mixed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stop {
+    Total(u64),
+    #[serde(serialize_with = "secs")]
+    Duration(Duration),
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// A validated run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Params {
+    pub workload: Workload,
+    pub conns: usize,
+    pub clients: usize,
+    pub stop: Stop,
+    /// Requests per second, `None` for unlimited.
+    pub rate: Option<f64>,
+    pub key_size: usize,
+    pub val_size: usize,
+    pub key_space: u64,
+    pub prefix: String,
+    #[serde(serialize_with = "secs")]
+    pub warmup: Duration,
+}
+
+/// A bad flag, named.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}: {message}")]
+pub struct ParamError {
+    pub flag: &'static str,
+    pub message: String,
+}
+
+fn bad(flag: &'static str, message: impl Into<String>) -> ParamError {
+    ParamError {
+        flag,
+        message: message.into(),
+    }
+}
+
+impl Params {
+    pub fn from_args(a: &Args) -> Result<Self, ParamError> {
+        if a.conns == 0 {
+            return Err(bad("--conns", "must be at least 1"));
+        }
+        if a.clients == 0 {
+            return Err(bad("--clients", "must be at least 1"));
+        }
+        let stop = match (a.total, a.duration) {
+            (Some(0), _) => return Err(bad("--total", "must be at least 1")),
+            (Some(n), _) => Stop::Total(n),
+            (None, Some(d)) if d.is_zero() => {
+                return Err(bad("--duration", "must be greater than zero"))
+            }
+            (None, Some(d)) => Stop::Duration(d),
+            (None, None) => Stop::Total(10_000),
+        };
+        if !a.rate.is_finite() || a.rate < 0.0 {
+            return Err(bad(
+                "--rate",
+                format!("{} is not a rate (requests/s, 0 for unlimited)", a.rate),
+            ));
+        }
+        if a.key_space == 0 {
+            return Err(bad("--key-space", "must be at least 1"));
+        }
+        if a.key_size == 0 || a.key_size > 1024 {
+            return Err(bad("--key-size", "must be between 1 and 1024 bytes"));
+        }
+        if a.val_size > 1024 * 1024 {
+            return Err(bad(
+                "--val-size",
+                "must be at most 1 MiB (etcd's request limit is 1.5 MiB)",
+            ));
+        }
+        let workload = match &a.workload {
+            WorkloadCmd::Write { sequential_keys } => Workload::Write {
+                sequential_keys: *sequential_keys,
+            },
+            WorkloadCmd::Read {
+                consistency,
+                keys_exist,
+            } => Workload::Read {
+                consistency: *consistency,
+                fill: !keys_exist,
+            },
+            WorkloadCmd::Mixed {
+                read_ratio,
+                consistency,
+            } => {
+                if !(0.0..=1.0).contains(read_ratio) {
+                    return Err(bad(
+                        "--read-ratio",
+                        format!("{read_ratio} is not between 0 and 1"),
+                    ));
+                }
+                Workload::Mixed {
+                    read_ratio: *read_ratio,
+                    consistency: *consistency,
+                }
+            }
+        };
+        if let Some(m) = a.min_throughput {
+            if !m.is_finite() || m < 0.0 {
+                return Err(bad("--min-throughput", format!("{m} is not a throughput")));
+            }
+        }
+        let warmup = a.warmup.unwrap_or(match stop {
+            Stop::Total(_) => Duration::ZERO,
+            Stop::Duration(_) => Duration::from_secs(1),
+        });
+        if let Stop::Duration(d) = stop {
+            if warmup >= d {
+                return Err(bad("--warmup", "must be shorter than --duration"));
+            }
+        }
+        Ok(Params {
+            workload,
+            conns: a.conns,
+            clients: a.clients,
+            stop,
+            rate: (a.rate > 0.0).then_some(a.rate),
+            key_size: a.key_size,
+            val_size: a.val_size,
+            key_space: a.key_space,
+            prefix: a.prefix.clone(),
+            warmup,
+        })
+    }
+
+    /// The key with index `i`: the prefix, then `i` zero-padded to fill `--key-size`.
+    pub fn key(&self, i: u64) -> String {
+        let width = self.key_size.saturating_sub(self.prefix.len()).max(1);
+        format!("{}{i:0width$}", self.prefix)
+    }
+}
