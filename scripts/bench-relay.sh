@@ -208,6 +208,9 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024  # Alertmanager opens many connections at once
 
+    def handle_error(self, request, client_address):  # one line, not a traceback
+        print(f"webhook sink: {client_address}: {sys.exc_info()[1]!r}", file=sys.stderr, flush=True)
+
 Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 EOF
 

@@ -21,6 +21,8 @@ pub struct AppState {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     /// The relay to answer `/api/v1/alerts*` from, with the client to ask it.
     pub relay: Option<(url::Url, reqwest::Client)>,
+    /// The benchmark endpoint, when enabled.
+    pub bench: Option<crate::benchmark::BenchState>,
 }
 
 impl AppState {
@@ -46,6 +48,10 @@ pub fn router(state: AppState, cors_origins: &[axum::http::HeaderValue]) -> Rout
         .route("/api/v1/metrics/history", get(metrics_history))
         .route("/api/v1/metrics/latency", get(metrics_latency))
         .route("/api/v1/alerts", get(alerts))
+        .route(
+            "/api/v1/performance/benchmark",
+            axum::routing::post(crate::benchmark::handle),
+        )
         .route("/api/v1/alerts/history", get(alerts_history))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -304,6 +310,7 @@ mod tests {
             AppState {
                 snapshots: rx,
                 relay: None,
+                bench: None,
             },
             &[],
         )

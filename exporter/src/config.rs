@@ -72,6 +72,11 @@ pub struct Args {
     #[arg(long, env = "ETCD_MONITOR_RELAY_URL", value_name = "URL")]
     pub relay_url: Option<String>,
 
+    /// File holding the bearer token that `POST /api/v1/performance/benchmark` requires.
+    /// Without it the endpoint is off.
+    #[arg(long, env = "ETCD_MONITOR_BENCHMARK_TOKEN_FILE", value_name = "FILE")]
+    pub benchmark_token_file: Option<std::path::PathBuf>,
+
     /// Log line format.
     #[arg(
         long,
@@ -97,6 +102,7 @@ pub struct Config {
     pub cors_origins: Vec<axum::http::HeaderValue>,
     pub agents: Vec<crate::agents::AgentTarget>,
     pub relay_url: Option<url::Url>,
+    pub benchmark_token: Option<common::secret::Secret>,
     pub log_format: LogFormat,
 }
 
@@ -168,6 +174,24 @@ impl Config {
                 Some(u)
             }
         };
+        let benchmark_token = match &args.benchmark_token_file {
+            None => None,
+            Some(p) => {
+                let t =
+                    common::secret::read_secret_file(p).map_err(|source| ConfigError::File {
+                        flag: "--benchmark-token-file",
+                        path: p.clone(),
+                        source,
+                    })?;
+                if t.expose().trim().len() < 16 {
+                    return Err(invalid(
+                        "--benchmark-token-file",
+                        format!("{}: the token must be at least 16 characters", p.display()),
+                    ));
+                }
+                Some(common::secret::Secret::new(t.expose().trim()))
+            }
+        };
         let member_timeout = etcd.command_timeout.min(args.interval.mul_f64(0.8));
         Ok(Config {
             etcd,
@@ -180,6 +204,7 @@ impl Config {
             cors_origins,
             agents,
             relay_url,
+            benchmark_token,
             log_format: args.log_format,
         })
     }

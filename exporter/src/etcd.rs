@@ -212,6 +212,18 @@ pub async fn alarms(client: &mut Client, deadline: Instant) -> Result<Vec<(u64, 
         .collect())
 }
 
+/// Deletes every key under `prefix` (through any endpoint).
+pub async fn delete_prefix(cfg: &EtcdConfig, prefix: &str) -> Result<(), String> {
+    let mut c = cfg.connect_all().await.map_err(|e| describe(&e))?;
+    c.delete(
+        prefix,
+        Some(etcd_client::DeleteOptions::new().with_prefix()),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| describe(&e))
+}
+
 /// Times one read of `key` (linearizable or serializable).
 pub async fn probe_read(
     client: &mut Client,

@@ -7,6 +7,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod benchmark;
 pub mod collector;
 pub mod config;
 pub mod etcd;
@@ -47,7 +48,23 @@ pub async fn run(
                 .map_err(|e| anyhow::anyhow!("cannot build the HTTP client for the relay: {e}"))?,
         )),
     };
-    let app = api::router(api::AppState { snapshots, relay }, &cfg.cors_origins);
+    let bench = cfg
+        .benchmark_token
+        .as_ref()
+        .map(|token| benchmark::BenchState {
+            token: token.clone(),
+            etcd: cfg.etcd.clone(),
+            prefix: format!("{}bench/", cfg.probe_prefix),
+            running: Arc::new(tokio::sync::Mutex::new(())),
+        });
+    let app = api::router(
+        api::AppState {
+            snapshots,
+            relay,
+            bench,
+        },
+        &cfg.cors_origins,
+    );
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         endpoints = %cfg.etcd.endpoints.iter().map(common::etcd::endpoint_str).collect::<Vec<_>>().join(","),

@@ -318,3 +318,110 @@ async fn bad_input_down_pushgateway_and_unreachable_etcd() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("push to") && err.contains("failed"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exporter_runs_a_benchmark_on_request() {
+    tests::init_logs();
+    let cluster = EtcdCluster::start(3).await;
+    let token = "s3cret-bench-token-0123456789";
+    let token_file = cluster.dir.path().join("bench-token");
+    std::fs::write(&token_file, format!("{token}\n")).expect("write");
+    let exp = tests::RunningExporter::for_cluster(
+        &cluster,
+        "5s",
+        &["--benchmark-token-file", token_file.to_str().expect("utf8")],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let url = exp.url("/api/v1/performance/benchmark");
+    let post = |auth: Option<&str>, body: serde_json::Value| {
+        let mut r = http.post(&url).json(&body);
+        if let Some(a) = auth {
+            r = r.bearer_auth(a);
+        }
+        async move {
+            let resp = r.send().await.expect("POST");
+            let code = resp.status().as_u16();
+            (
+                code,
+                resp.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let small = serde_json::json!({"workload": "write", "clients": 4, "total": 200});
+    assert_eq!(post(None, small.clone()).await.0, 401);
+    assert_eq!(
+        post(Some("wrong-token-wrong-token-xx"), small.clone())
+            .await
+            .0,
+        401
+    );
+    let (code, body) = post(
+        Some(token),
+        serde_json::json!({"workload": "write", "total": 0}),
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("total")),
+        "{body}"
+    );
+    let (code, body) = post(
+        Some(token),
+        serde_json::json!({"workload": "write", "clients": 100000}),
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("clients")),
+        "{body}"
+    );
+
+    let (code, report) = post(Some(token), small).await;
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["writes"]["ok"], 200);
+    assert!(report["throughput"].as_f64().is_some_and(|t| t > 0.0));
+    // Its keys are gone afterwards.
+    let mut c = cluster.client(0).await;
+    let left = c
+        .get(
+            "/etcd-monitor/probe/bench/",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .expect("count")
+        .count();
+    assert_eq!(left, 0);
+
+    // One at a time.
+    let long = post(
+        Some(token),
+        serde_json::json!({"workload": "write", "duration": 3.0, "rate": 50}),
+    );
+    let long = tokio::spawn(long);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, body) = post(
+        Some(token),
+        serde_json::json!({"workload": "read", "total": 10}),
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(long.await.expect("join").0, 200);
+
+    // Off without a token file.
+    let plain = tests::RunningExporter::for_cluster(&cluster, "5s", &[]).await;
+    let resp = http
+        .post(plain.url("/api/v1/performance/benchmark"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"workload": "write"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status().as_u16(), 404);
+}
