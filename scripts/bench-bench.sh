@@ -182,8 +182,8 @@ wait_healthy() { # wait_healthy TIMEOUT_S
 log "starting etcd (3 members) in $tmp"
 for i in 0 1 2; do start_member "$i"; done
 wait_healthy 60
-etcd_version=$(etcd --version 2>/dev/null | head -n 1 | sed 's/^etcd Version: //')
-etcdctl_version=$(etcdctl version 2>/dev/null | head -n 1 | sed 's/^etcdctl version: //')
+etcd_version=$(etcd --version 2>/dev/null | sed -n '1s/^etcd Version: //p')
+etcdctl_version=$(etcdctl version 2>/dev/null | sed -n '1s/^etcdctl version: //p')
 log "etcd $etcd_version healthy at $endpoints"
 
 # ---------------------------------------------------------------- helpers
@@ -209,9 +209,9 @@ run_timed() {
         deadline=$((SECONDS + at))
         while kill -0 "$child_pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
         # timeout -> time -> the tool
-        tpid=$(pgrep -P "$child_pid" | head -n 1 || true)
+        tpid=$(pgrep -P "$child_pid" | awk "NR == 1" || true)
         pid=""
-        [[ -n "$tpid" ]] && pid=$(pgrep -P "$tpid" | head -n 1 || true)
+        [[ -n "$tpid" ]] && pid=$(pgrep -P "$tpid" | awk "NR == 1" || true)
         R[$name.conns]=$([[ -n "$pid" ]] && count_conns "$pid" || echo "n/a")
     fi
     RC=0
