@@ -95,11 +95,14 @@ pub async fn run_worker(
         };
         metrics.set_queue_depth(&name, pending.len() as i64);
         let now = now_ms();
-        let due = pending
+        // Everything due now goes out in one pass over this read of the outbox (a
+        // backlog costs one read, not one per delivery); new arrivals wait for the next.
+        let due: Vec<Delivery> = pending
             .iter()
-            .find(|d| d.next_attempt_at_ms <= now)
-            .cloned();
-        let Some(d) = due else {
+            .filter(|d| d.next_attempt_at_ms <= now)
+            .cloned()
+            .collect();
+        if due.is_empty() {
             let next = pending.iter().map(|d| d.next_attempt_at_ms).min();
             let sleep = next.map_or(Duration::from_secs(3600), |t| {
                 Duration::from_millis(t.saturating_sub(now).max(0) as u64)
@@ -110,50 +113,52 @@ pub async fn run_worker(
                 () = tokio::time::sleep(sleep) => {}
             }
             continue;
-        };
-        if let (Some(at), false) = (last_sent, receiver.min_interval.is_zero()) {
-            let ready = at + receiver.min_interval;
-            tokio::select! {
+        }
+        for d in due {
+            if let (Some(at), false) = (last_sent, receiver.min_interval.is_zero()) {
+                let ready = at + receiver.min_interval;
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep_until(ready) => {}
+                }
+            }
+            last_sent = Some(tokio::time::Instant::now());
+            let res = tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep_until(ready) => {}
+                r = notifier.send(Notification { receiver: &name, status: d.status, alert: &d.alert }) => r,
+            };
+            let now = now_ms();
+            let outcome = classify(&d, res, &retry, max_age, now);
+            match &outcome {
+                AttemptResult::Delivered => {
+                    metrics.delivered(
+                        &name,
+                        Duration::from_millis(now.saturating_sub(d.created_at_ms).max(0) as u64),
+                    );
+                    tracing::debug!(receiver = %name, id = d.id, "delivered");
+                }
+                AttemptResult::Retry {
+                    error,
+                    next_attempt_at_ms,
+                } => {
+                    metrics.retried(&name);
+                    tracing::warn!(receiver = %name, id = d.id, error = %error, retry_in_ms = next_attempt_at_ms - now, "delivery failed, will retry");
+                }
+                AttemptResult::Failed { error } => {
+                    metrics.failed(&name);
+                    tracing::error!(receiver = %name, id = d.id, error = %error, "delivery failed for good");
+                }
             }
-        }
-        last_sent = Some(tokio::time::Instant::now());
-        let res = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = notifier.send(Notification { receiver: &name, status: d.status, alert: &d.alert }) => r,
-        };
-        let now = now_ms();
-        let outcome = classify(&d, res, &retry, max_age, now);
-        match &outcome {
-            AttemptResult::Delivered => {
-                metrics.delivered(
-                    &name,
-                    Duration::from_millis(now.saturating_sub(d.created_at_ms).max(0) as u64),
-                );
-                tracing::debug!(receiver = %name, id = d.id, "delivered");
+            let s = store.clone();
+            let id = d.id;
+            match tokio::task::spawn_blocking(move || s.settle(id, &outcome, now)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(receiver = %name, error = %e, "cannot record a delivery outcome");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => tracing::error!(receiver = %name, error = %e, "outbox write task failed"),
             }
-            AttemptResult::Retry {
-                error,
-                next_attempt_at_ms,
-            } => {
-                metrics.retried(&name);
-                tracing::warn!(receiver = %name, id = d.id, error = %error, retry_in_ms = next_attempt_at_ms - now, "delivery failed, will retry");
-            }
-            AttemptResult::Failed { error } => {
-                metrics.failed(&name);
-                tracing::error!(receiver = %name, id = d.id, error = %error, "delivery failed for good");
-            }
-        }
-        let s = store.clone();
-        let id = d.id;
-        match tokio::task::spawn_blocking(move || s.settle(id, &outcome, now)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(receiver = %name, error = %e, "cannot record a delivery outcome");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => tracing::error!(receiver = %name, error = %e, "outbox write task failed"),
         }
     }
 }

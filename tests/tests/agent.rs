@@ -216,7 +216,16 @@ async fn no_etcd_process_and_an_unwritable_probe_file_are_reported_not_fatal() {
         ),
         Some(1.0)
     );
-    let snap = agent.snapshot().await;
+    // The snapshot copies the probe's state at each collection: wait for one that has it.
+    let snap = wait_for(
+        "the probe error in the snapshot",
+        Duration::from_secs(10),
+        || async {
+            let s = agent.snapshot().await;
+            s["fsync"]["last_error"].is_string().then_some(s)
+        },
+    )
+    .await;
     assert!(snap["fsync"]["last_error"]
         .as_str()
         .is_some_and(|e| e.contains("fsync-probe.dat")));

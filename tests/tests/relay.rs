@@ -65,7 +65,15 @@ async fn webhook_gets_one_notification_per_window_and_one_resolution() {
     // Nothing more arrives: three firings and two resolutions made two notifications.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(hook.requests().len(), 2);
-    let h = history(&relay).await;
+    let h = wait_for(
+        "both deliveries in history",
+        Duration::from_secs(10),
+        || async {
+            let h = history(&relay).await;
+            (h.len() == 2 && h.iter().all(|e| e["outcome"] == "delivered")).then_some(h)
+        },
+    )
+    .await;
     assert_eq!(h.len(), 2);
     assert!(h.iter().all(|e| e["outcome"] == "delivered"), "{h:?}");
     assert_eq!(
@@ -127,9 +135,17 @@ async fn slack_429_then_500_then_200_is_delivered_once_after_the_wait() {
         "{p}"
     );
     assert_eq!(p["attachments"][0]["color"], "#f2c744");
+    let h = wait_for(
+        "the delivery in history",
+        Duration::from_secs(10),
+        || async {
+            let h = history(&relay).await;
+            (h.first().is_some_and(|e| e["outcome"] == "delivered")).then_some(h)
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(slack.requests().len(), 3, "delivered once");
-    let h = history(&relay).await;
     assert_eq!(
         (h[0]["outcome"].as_str(), h[0]["attempts"].as_u64()),
         (Some("delivered"), Some(3))
@@ -319,8 +335,16 @@ async fn email_over_starttls_reaches_a_real_smtp_server() {
         "{body}"
     );
     assert!(mail.contains("To: oncall@example.com"), "{mail}");
-    let h = history(&relay).await;
-    assert_eq!(h[0]["outcome"], "delivered");
+    // The outcome is recorded right after the SMTP transaction ends.
+    wait_for(
+        "the delivery in history",
+        Duration::from_secs(10),
+        || async {
+            let h = history(&relay).await;
+            (h.first().is_some_and(|e| e["outcome"] == "delivered")).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
