@@ -153,7 +153,7 @@ wait_healthy() { # wait_healthy TIMEOUT_S
 log "starting etcd (3 members) in $tmp"
 for i in 0 1 2; do start_member "$i" new; done
 wait_healthy 60
-etcd_version=$(etcd --version 2>/dev/null | head -n 1 | sed 's/^etcd Version: //')
+etcd_version=$(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p')
 log "etcd $etcd_version healthy at $endpoints"
 
 # ---------------------------------------------------------------- exporter helpers

@@ -511,7 +511,7 @@ stop_pid "$hook_pid"
 hook_pid=""
 strays=$(pgrep -f "$tmp" | tr '\n' ' ' || true)
 [[ -z "${strays// /}" ]] || die "processes still running on $tmp: $strays"
-am_version=$("$am_bin" --version 2>&1 | head -n 1)
+am_version=$("$am_bin" --version 2>&1 | sed -n 1p)
 load_end=$(cat /proc/loadavg)
 
 row() { printf '  %-44s %20s %20s\n' "$@"; }
