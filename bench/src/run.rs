@@ -125,10 +125,13 @@ async fn connect_all(params: &Params, etcd: &EtcdConfig) -> Result<Vec<Client>, 
     let mut conns = Vec::with_capacity(params.conns);
     for i in 0..params.conns {
         let ep = &endpoints[i % endpoints.len().max(1)];
-        let mut c = etcd.connect(ep).await.map_err(|e| RunError::Connect {
-            endpoint: ep.clone(),
-            reason: common::etcd::error_chain(&e),
-        })?;
+        let mut c = etcd
+            .connect_direct(ep)
+            .await
+            .map_err(|e| RunError::Connect {
+                endpoint: ep.clone(),
+                reason: common::etcd::error_chain(&e),
+            })?;
         // A lazily connecting channel says nothing until asked: ask once.
         match tokio::time::timeout(etcd.dial_timeout + etcd.command_timeout, c.status()).await {
             Ok(Ok(_)) => {}

@@ -347,6 +347,47 @@ impl EtcdConfig {
         }
     }
 
+    /// Connects to one endpoint over a plain tonic channel (no balancer and its request
+    /// buffer in between): for load generation, where that queue is what limits a
+    /// connection's concurrency.
+    pub async fn connect_direct(&self, endpoint: &str) -> Result<Client, etcd_client::Error> {
+        if self.insecure_skip_tls_verify && endpoint.starts_with("https://") {
+            return self.connect_insecure(endpoint).await;
+        }
+        let mut ep = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|e| etcd_client::Error::InvalidArgs(format!("{endpoint}: {e}")))?
+            .connect_timeout(self.dial_timeout)
+            .timeout(self.command_timeout)
+            .tcp_nodelay(true);
+        if endpoint.starts_with("https://") {
+            let mut tls = TlsOptions::new();
+            match &self.tls.ca_pem {
+                Some(ca) => tls = tls.ca_certificate(Certificate::from_pem(ca)),
+                None => tls = tls.with_native_roots(),
+            }
+            if let Some((cert, key)) = &self.tls.identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            ep = ep
+                .tls_config(tls)
+                .map_err(etcd_client::Error::TransportError)?;
+        }
+        let mut opts = ConnectOptions::new();
+        if let Some((user, pw)) = &self.user {
+            opts = opts
+                .with_user(user.clone(), pw.expose().to_owned())
+                .with_auto_token_refresh(true);
+        }
+        let connect =
+            Client::from_channel(etcd_client::Channel::Tonic(ep.connect_lazy()), Some(opts));
+        match tokio::time::timeout(self.dial_timeout + self.command_timeout, connect).await {
+            Ok(res) => res,
+            Err(_) => Err(etcd_client::Error::EndpointError(format!(
+                "connecting to {endpoint} timed out"
+            ))),
+        }
+    }
+
     /// Connects with all configured endpoints load-balanced (for work that any member can do).
     pub async fn connect_all(&self) -> Result<Client, etcd_client::Error> {
         let eps: Vec<String> = self.endpoints.iter().map(endpoint_str).collect();
