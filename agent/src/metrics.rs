@@ -102,8 +102,10 @@ impl Enc<'_, '_> {
         l
     }
 
-    fn gauge(
+    /// One family of constant values; nothing when `series` is empty.
+    fn family(
         &mut self,
+        kind: MetricType,
         name: &str,
         help: &str,
         series: &[(Labels, f64)],
@@ -111,13 +113,24 @@ impl Enc<'_, '_> {
         if series.is_empty() {
             return Ok(());
         }
-        let mut m = self
-            .e
-            .encode_descriptor(name, help, None, MetricType::Gauge)?;
+        let mut m = self.e.encode_descriptor(name, help, None, kind)?;
         for (labels, v) in series {
-            ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+            let m = m.encode_family(labels)?;
+            match kind {
+                MetricType::Counter => ConstCounter::new(*v).encode(m)?,
+                _ => ConstGauge::new(*v).encode(m)?,
+            }
         }
         Ok(())
+    }
+
+    fn gauge(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: &[(Labels, f64)],
+    ) -> Result<(), std::fmt::Error> {
+        self.family(MetricType::Gauge, name, help, series)
     }
 
     /// `name` without `_total`: the text encoder adds it to counters.
@@ -127,16 +140,7 @@ impl Enc<'_, '_> {
         help: &str,
         series: &[(Labels, f64)],
     ) -> Result<(), std::fmt::Error> {
-        if series.is_empty() {
-            return Ok(());
-        }
-        let mut m = self
-            .e
-            .encode_descriptor(name, help, None, MetricType::Counter)?;
-        for (labels, v) in series {
-            ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
-        }
-        Ok(())
+        self.family(MetricType::Counter, name, help, series)
     }
 }
 

@@ -41,6 +41,26 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// An alert from validated parts; absent times and URL become empty strings.
+    fn new(
+        labels: Labels,
+        annotations: Labels,
+        starts_at: Option<String>,
+        ends_at: Option<String>,
+        generator_url: Option<String>,
+        status: Status,
+    ) -> Self {
+        Alert {
+            fingerprint: fingerprint(&labels),
+            labels,
+            annotations,
+            starts_at: starts_at.unwrap_or_default(),
+            ends_at: ends_at.unwrap_or_default(),
+            generator_url: generator_url.unwrap_or_default(),
+            status,
+        }
+    }
+
     pub fn name(&self) -> &str {
         self.labels.get("alertname").map_or("", String::as_str)
     }
@@ -184,15 +204,14 @@ pub fn parse_v2(body: &[u8], now: SystemTime) -> Result<Vec<Alert>, InvalidPaylo
             let labels = validate_labels(a.labels, &at)?;
             check_time(&a.starts_at, &at, "startsAt")?;
             let status = status_at(a.ends_at.as_deref(), now, &at)?;
-            Ok(Alert {
-                fingerprint: fingerprint(&labels),
+            Ok(Alert::new(
                 labels,
-                annotations: a.annotations,
-                starts_at: a.starts_at.unwrap_or_default(),
-                ends_at: a.ends_at.unwrap_or_default(),
-                generator_url: a.generator_url.unwrap_or_default(),
+                a.annotations,
+                a.starts_at,
+                a.ends_at,
+                a.generator_url,
                 status,
-            })
+            ))
         })
         .collect()
 }
@@ -236,15 +255,14 @@ pub fn parse_webhook(body: &[u8], now: SystemTime) -> Result<Vec<Alert>, Invalid
                     )))
                 }
             };
-            Ok(Alert {
-                fingerprint: fingerprint(&labels),
+            Ok(Alert::new(
                 labels,
-                annotations: a.annotations,
-                starts_at: a.starts_at.unwrap_or_default(),
-                ends_at: a.ends_at.unwrap_or_default(),
-                generator_url: a.generator_url.unwrap_or_default(),
+                a.annotations,
+                a.starts_at,
+                a.ends_at,
+                a.generator_url,
                 status,
-            })
+            ))
         })
         .collect()
 }

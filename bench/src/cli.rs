@@ -57,22 +57,16 @@ where
 {
     let args = match Args::try_parse_from(argv) {
         Ok(a) => a,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        Err(e) => match common::usage_error_line("etcd-monitor-bench", &e) {
+            None => {
                 let _ = write!(out, "{e}");
                 return 0;
             }
-            let rendered = e.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments")
-                .trim()
-                .trim_start_matches("error: ");
-            let _ = writeln!(err, "etcd-monitor-bench: {first} (see --help)");
-            return BAD_INPUT;
-        }
+            Some(line) => {
+                let _ = writeln!(err, "{line}");
+                return BAD_INPUT;
+            }
+        },
     };
     let params = match Params::from_args(&args) {
         Ok(p) => p,

@@ -285,6 +285,44 @@ impl EtcdConfig {
         })
     }
 
+    /// tonic TLS settings: the CA given (else the system roots) and the client certificate.
+    fn tls_options(&self) -> TlsOptions {
+        let mut tls = TlsOptions::new();
+        match &self.tls.ca_pem {
+            Some(ca) => tls = tls.ca_certificate(Certificate::from_pem(ca)),
+            None => tls = tls.with_native_roots(),
+        }
+        if let Some((cert, key)) = &self.tls.identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        tls
+    }
+
+    /// The etcd user, if any, on `opts`.
+    fn with_auth(&self, opts: ConnectOptions) -> ConnectOptions {
+        match &self.user {
+            Some((user, pw)) => opts
+                .with_user(user.clone(), pw.expose().to_owned())
+                .with_auto_token_refresh(true),
+            None => opts,
+        }
+    }
+
+    /// Waits for `connect` (which authenticates when a user is set) for at most the dial
+    /// plus the command timeout.
+    async fn within_timeout(
+        &self,
+        what: &str,
+        connect: impl std::future::Future<Output = Result<Client, etcd_client::Error>>,
+    ) -> Result<Client, etcd_client::Error> {
+        match tokio::time::timeout(self.dial_timeout + self.command_timeout, connect).await {
+            Ok(res) => res,
+            Err(_) => Err(etcd_client::Error::EndpointError(format!(
+                "connecting to {what} timed out"
+            ))),
+        }
+    }
+
     /// gRPC connect options for one endpoint URL (TLS only applies to `https`).
     pub fn connect_options(&self, endpoint: &str) -> ConnectOptions {
         let mut opts = ConnectOptions::new()
@@ -292,22 +330,9 @@ impl EtcdConfig {
             .with_timeout(self.command_timeout)
             .with_keep_alive(Duration::from_secs(10), self.command_timeout);
         if endpoint.starts_with("https://") {
-            let mut tls = TlsOptions::new();
-            match &self.tls.ca_pem {
-                Some(ca) => tls = tls.ca_certificate(Certificate::from_pem(ca)),
-                None => tls = tls.with_native_roots(),
-            }
-            if let Some((cert, key)) = &self.tls.identity {
-                tls = tls.identity(Identity::from_pem(cert, key));
-            }
-            opts = opts.with_tls(tls);
+            opts = opts.with_tls(self.tls_options());
         }
-        if let Some((user, pw)) = &self.user {
-            opts = opts
-                .with_user(user.clone(), pw.expose().to_owned())
-                .with_auto_token_refresh(true);
-        }
-        opts
+        self.with_auth(opts)
     }
 
     /// Connects to exactly one endpoint (no load balancing), so that per-member requests
@@ -317,12 +342,7 @@ impl EtcdConfig {
             return self.connect_insecure(endpoint).await;
         }
         let connect = Client::connect([endpoint], Some(self.connect_options(endpoint)));
-        match tokio::time::timeout(self.dial_timeout + self.command_timeout, connect).await {
-            Ok(res) => res,
-            Err(_) => Err(etcd_client::Error::EndpointError(format!(
-                "connecting to {endpoint} timed out"
-            ))),
-        }
+        self.within_timeout(endpoint, connect).await
     }
 
     /// [`Self::connect`] without certificate verification (`--insecure-skip-tls-verify`).
@@ -332,19 +352,9 @@ impl EtcdConfig {
         let channel =
             crate::insecure::channel(endpoint, config, self.dial_timeout, self.command_timeout)
                 .map_err(etcd_client::Error::InvalidArgs)?;
-        let mut opts = ConnectOptions::new();
-        if let Some((user, pw)) = &self.user {
-            opts = opts
-                .with_user(user.clone(), pw.expose().to_owned())
-                .with_auto_token_refresh(true);
-        }
+        let opts = self.with_auth(ConnectOptions::new());
         let connect = Client::from_channel(etcd_client::Channel::Tonic(channel), Some(opts));
-        match tokio::time::timeout(self.dial_timeout + self.command_timeout, connect).await {
-            Ok(res) => res,
-            Err(_) => Err(etcd_client::Error::EndpointError(format!(
-                "connecting to {endpoint} timed out"
-            ))),
-        }
+        self.within_timeout(endpoint, connect).await
     }
 
     /// Connects to one endpoint over a plain tonic channel (no balancer and its request
@@ -360,32 +370,14 @@ impl EtcdConfig {
             .timeout(self.command_timeout)
             .tcp_nodelay(true);
         if endpoint.starts_with("https://") {
-            let mut tls = TlsOptions::new();
-            match &self.tls.ca_pem {
-                Some(ca) => tls = tls.ca_certificate(Certificate::from_pem(ca)),
-                None => tls = tls.with_native_roots(),
-            }
-            if let Some((cert, key)) = &self.tls.identity {
-                tls = tls.identity(Identity::from_pem(cert, key));
-            }
             ep = ep
-                .tls_config(tls)
+                .tls_config(self.tls_options())
                 .map_err(etcd_client::Error::TransportError)?;
         }
-        let mut opts = ConnectOptions::new();
-        if let Some((user, pw)) = &self.user {
-            opts = opts
-                .with_user(user.clone(), pw.expose().to_owned())
-                .with_auto_token_refresh(true);
-        }
+        let opts = self.with_auth(ConnectOptions::new());
         let connect =
             Client::from_channel(etcd_client::Channel::Tonic(ep.connect_lazy()), Some(opts));
-        match tokio::time::timeout(self.dial_timeout + self.command_timeout, connect).await {
-            Ok(res) => res,
-            Err(_) => Err(etcd_client::Error::EndpointError(format!(
-                "connecting to {endpoint} timed out"
-            ))),
-        }
+        self.within_timeout(endpoint, connect).await
     }
 
     /// Connects with all configured endpoints load-balanced (for work that any member can do).
@@ -393,12 +385,7 @@ impl EtcdConfig {
         let eps: Vec<String> = self.endpoints.iter().map(endpoint_str).collect();
         let first = eps.first().cloned().unwrap_or_default();
         let connect = Client::connect(&eps, Some(self.connect_options(&first)));
-        match tokio::time::timeout(self.dial_timeout + self.command_timeout, connect).await {
-            Ok(res) => res,
-            Err(_) => Err(etcd_client::Error::EndpointError(
-                "connecting to the endpoints timed out".into(),
-            )),
-        }
+        self.within_timeout("the endpoints", connect).await
     }
 
     /// An HTTP client for members' `/metrics` and `/health`, with the same TLS settings.

@@ -15,31 +15,40 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
+/// The one line to print for a clap error (`<program>: <what is wrong> (see --help)`), or
+/// `None` when it is `--help` or `--version` output, which clap prints itself.
+pub fn usage_error_line(program: &str, e: &clap::Error) -> Option<String> {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return None;
+    }
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid arguments")
+        .trim()
+        .trim_start_matches("error: ");
+    Some(format!("{program}: {first} (see --help)"))
+}
+
 /// Parses the command line like clap's `Parser::parse`, but a usage error is one line
-/// (`<program>: <what is wrong> (see --help)`) and exit code 2, as for every other
-/// configuration problem. `--help` and `--version` print and exit 0.
+/// (see [`usage_error_line`]) and exit code 2, as for every other configuration problem.
+/// `--help` and `--version` print and exit 0.
 pub fn parse_args<T: clap::Parser>(program: &str) -> T {
     match T::try_parse() {
         Ok(args) => args,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(
-                e.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) {
-                e.exit();
+        Err(e) => match usage_error_line(program, &e) {
+            None => e.exit(),
+            Some(line) => {
+                eprintln!("{line}");
+                std::process::exit(2);
             }
-            let rendered = e.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments")
-                .trim()
-                .trim_start_matches("error: ");
-            eprintln!("{program}: {first} (see --help)");
-            std::process::exit(2);
-        }
+        },
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 
 /// Largest snapshot accepted from an agent.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -89,31 +89,10 @@ pub async fn fetch(
     deadline: Instant,
 ) -> Result<AgentReport, String> {
     let url = format!("{}/api/v1/snapshot", target.url);
-    let fetch = async {
-        let mut resp = http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {}", common::etcd::error_chain(&e)))?;
-        if !resp.status().is_success() {
-            return Err(format!("GET {url}: status {}", resp.status()));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| format!("GET {url}: {}", common::etcd::error_chain(&e)))?
-        {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(format!("GET {url}: body larger than {MAX_BODY} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
-    };
-    let body = timeout_at(deadline, fetch)
-        .await
-        .map_err(|_| format!("GET {url}: timed out"))??;
+    let (status, body) = crate::scrape::get_body(http, &url, MAX_BODY, deadline).await?;
+    if !status.is_success() {
+        return Err(format!("GET {url}: status {status}"));
+    }
     let report = parse(&body).map_err(|e| format!("GET {url}: not an agent snapshot: {e}"))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -77,6 +77,9 @@ fn probe_histogram() -> Histogram {
 /// Every metric handle the collector sets.
 pub struct Metrics {
     registry: Registry,
+    /// The names of our families as exposed (all registered up front), which members'
+    /// families must not repeat.
+    own_names: HashSet<String>,
     pub cluster_healthy: Gauge,
     pub cluster_has_leader: Gauge,
     pub cluster_member_count: Gauge,
@@ -131,9 +134,20 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut r = Registry::default();
+        // The names as exposed: the text encoder adds `_total` to counters.
+        let mut own_names = HashSet::new();
         macro_rules! reg {
             ($name:literal, $help:literal, $metric:expr) => {{
                 let m = $metric;
+                let counter = matches!(
+                    prometheus_client::encoding::EncodeMetric::metric_type(&m),
+                    prometheus_client::metrics::MetricType::Counter
+                );
+                own_names.insert(if counter {
+                    format!("{}_total", $name)
+                } else {
+                    $name.to_owned()
+                });
                 r.register($name, $help, m.clone());
                 m
             }};
@@ -183,6 +197,7 @@ impl Metrics {
             agent_scrape_up: reg!("etcd_monitor_agent_up", "1 when the agent at this URL answered with a valid, fresh snapshot of a known member", Family::<AgentLabel, Gauge>::default()),
             build_info: reg!("etcd_monitor_build_info", "Exporter version, always 1", Family::<VersionLabel, Gauge>::default()),
             registry: r,
+            own_names,
         };
         m.monitor_up.set(1);
         m.build_info
@@ -235,14 +250,7 @@ impl Metrics {
         let mut out = String::with_capacity(64 * 1024);
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
-        let ours: HashSet<String> = match textformat::parse(&out) {
-            Ok(exp) => exp.families.into_iter().map(|f| f.name).collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "own exposition does not parse");
-                HashSet::new()
-            }
-        };
-        let conflicts = textformat::merge(&mut out, native, &ours, |name| {
+        let conflicts = textformat::merge(&mut out, native, &self.own_names, |name| {
             passthrough_all || is_contract_passthrough(name)
         });
         (out, conflicts)

@@ -8,9 +8,11 @@ use crate::textformat::{self, Exposition};
 /// The largest `/metrics` body accepted from a member.
 pub const MAX_BODY: usize = 32 * 1024 * 1024;
 
-async fn get_body(
+/// GETs `url` before `deadline`, refusing a body over `limit` bytes.
+pub async fn get_body(
     http: &reqwest::Client,
     url: &str,
+    limit: usize,
     deadline: Instant,
 ) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
     let fetch = async {
@@ -20,8 +22,8 @@ async fn get_body(
             .await
             .map_err(|e| format!("GET {url}: {}", common::etcd::error_chain(&e)))?;
         let status = resp.status();
-        if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
-            return Err(format!("GET {url}: body larger than {MAX_BODY} bytes"));
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(format!("GET {url}: body larger than {limit} bytes"));
         }
         let mut body = Vec::new();
         while let Some(chunk) = resp
@@ -29,8 +31,8 @@ async fn get_body(
             .await
             .map_err(|e| format!("GET {url}: {}", common::etcd::error_chain(&e)))?
         {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(format!("GET {url}: body larger than {MAX_BODY} bytes"));
+            if body.len() + chunk.len() > limit {
+                return Err(format!("GET {url}: body larger than {limit} bytes"));
             }
             body.extend_from_slice(&chunk);
         }
@@ -52,7 +54,7 @@ pub async fn metrics(
     deadline: Instant,
 ) -> Result<Exposition, String> {
     let url = join(base, "/metrics");
-    let (status, body) = get_body(http, &url, deadline).await?;
+    let (status, body) = get_body(http, &url, MAX_BODY, deadline).await?;
     if !status.is_success() {
         return Err(format!("GET {url}: status {status}"));
     }
@@ -67,7 +69,7 @@ pub async fn health(http: &reqwest::Client, base: &str, deadline: Instant) -> Re
         health: String,
     }
     let url = join(base, "/health");
-    let (_, body) = get_body(http, &url, deadline).await?;
+    let (_, body) = get_body(http, &url, MAX_BODY, deadline).await?;
     // etcd answers 503 with the same body when unhealthy, so the body decides.
     let h: Health =
         serde_json::from_slice(&body).map_err(|e| format!("GET {url}: unexpected answer: {e}"))?;

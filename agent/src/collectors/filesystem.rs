@@ -5,13 +5,18 @@ use std::path::Path;
 
 use crate::snapshot::FilesystemFacts;
 
-pub fn collect(data_dir: &Path) -> Result<FilesystemFacts, String> {
+/// The mount point and type of the data dir's filesystem, read once at start.
+pub fn mount(data_dir: &Path) -> (String, String) {
+    super::diskstats::mount_of(data_dir)
+        .map(|m| (m.mount_point.to_string_lossy().into_owned(), m.fs_type))
+        .unwrap_or_default()
+}
+
+pub fn collect(data_dir: &Path, mount: &(String, String)) -> Result<FilesystemFacts, String> {
     let vfs = nix::sys::statvfs::statvfs(data_dir)
         .map_err(|e| format!("statvfs {}: {e}", data_dir.display()))?;
     let frsize = vfs.fragment_size();
-    let (mount_point, fs_type) = super::diskstats::mount_of(data_dir)
-        .map(|m| (m.mount_point.to_string_lossy().into_owned(), m.fs_type))
-        .unwrap_or_default();
+    let (mount_point, fs_type) = mount.clone();
     Ok(FilesystemFacts {
         mount_point,
         fs_type,

@@ -19,6 +19,8 @@ use crate::snapshot::{AgentSnapshot, CollectorStatus, FsyncFacts};
 pub struct Collectors {
     cfg: Config,
     disk: diskstats::DiskDevice,
+    /// Mount point and filesystem type of the data dir.
+    mount: (String, String),
     process: process::Finder,
 }
 
@@ -55,7 +57,13 @@ impl Collectors {
             }
         }
         let process = process::Finder::new(cfg.etcd_process.clone(), cfg.data_dir.clone());
-        Collectors { cfg, disk, process }
+        let mount = filesystem::mount(&cfg.data_dir);
+        Collectors {
+            cfg,
+            disk,
+            mount,
+            process,
+        }
     }
 
     /// One collection (blocking: reads /proc and walks the data dir).
@@ -63,7 +71,9 @@ impl Collectors {
         let mut st = Vec::new();
         let cfg = &self.cfg;
         let disk = timed(&mut st, "diskstats", || self.disk.collect());
-        let filesystem = timed(&mut st, "filesystem", || filesystem::collect(&cfg.data_dir));
+        let filesystem = timed(&mut st, "filesystem", || {
+            filesystem::collect(&cfg.data_dir, &self.mount)
+        });
         let data_dir_bytes = if cfg.data_dir_usage {
             timed(&mut st, "datadir", || datadir::collect(&cfg.data_dir))
         } else {
