@@ -296,6 +296,7 @@ async fn exporter_joins_three_agents_and_notices_one_going_away() {
 
     // Kill one agent: only that member's agent_up drops, and nothing else about it.
     let gone = agents.remove(1);
+    let gone_url = gone.url();
     gone.stop().await.expect("stop");
     wait_for("m2's agent down", Duration::from_secs(20), || async {
         let m = exp.metrics().await;
@@ -312,6 +313,17 @@ async fn exporter_joins_three_agents_and_notices_one_going_away() {
         Some(1.0)
     );
     assert_eq!(value(&m, "etcd_member_up", &[("member", "m2")]), Some(1.0));
+    // The per-URL view says the same, also for an agent no member could be matched to.
+    assert_eq!(
+        value(&m, "etcd_monitor_agent_up", &[("agent", gone_url.as_str())]),
+        Some(0.0)
+    );
+    for a in &agents {
+        assert_eq!(
+            value(&m, "etcd_monitor_agent_up", &[("agent", a.url().as_str())]),
+            Some(1.0)
+        );
+    }
     assert_eq!(
         value(&m, "etcd_server_memory_usage_bytes", &[("member", "m2")]),
         None
