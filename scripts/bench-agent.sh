@@ -25,14 +25,11 @@
 # 127.0.0.1 ports 33379/33380 (etcd), 33101 (agent) and 33100 (node_exporter).
 # KEEP_TMP=1 keeps the temp dir (etcd data, logs, /metrics samples) for inspection.
 set -euo pipefail
+# shellcheck source=lib/bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-common.sh"
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-log() { echo "bench: $*" >&2; }
-die() {
-    echo "bench: ERROR: $*" >&2
-    exit 1
-}
 
 # ---------------------------------------------------------------- settings
 SCRAPES=500          # sequential scrapes for CPU per scrape
@@ -52,18 +49,6 @@ agent_pid=""
 node_pid=""
 fg_pid="" # the command run_wait is waiting for
 
-stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL
-    local pid=$1 i
-    [[ -n "$pid" ]] || return 0
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$?
@@ -156,7 +141,6 @@ agent_bin="$root/target/release/etcd-monitor-agent"
 [[ -x "$agent_bin" ]] || die "$agent_bin missing after the build"
 node_bin=$(command -v prometheus-node-exporter)
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$CLIENT_PORT" "$PEER_PORT" "$NODE_PORT" "$AGENT_PORT"; do
     port_in_use "$p" && die "port 127.0.0.1:$p is already in use"
 done
@@ -215,26 +199,8 @@ start_node_exporter() {
 
 # Runs a command in the background and waits for it: unlike a foreground command, `wait`
 # returns at once on Ctrl-C or kill, so the trap (and cleanup) runs without delay.
-run_wait() {
-    local rc=0
-    "$@" &
-    fg_pid=$!
-    wait "$fg_pid" || rc=$?
-    fg_pid=""
-    return "$rc"
-}
-nap() { run_wait sleep "$1"; }
 
-cpu_ticks() { # utime+stime (fields 14, 15) of PID; comm may contain spaces, so cut at ')'
-    local rest
-    rest=$(<"/proc/$1/stat")
-    rest=${rest##*) }
-    awk '{ print $12 + $13 }' <<<"$rest"
-}
 
-rss_mib() {
-    awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
-}
 
 io_field() { # io_field PID FIELD: a counter from /proc/PID/io
     awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/io"

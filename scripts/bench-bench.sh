@@ -30,14 +30,11 @@
 # Uses 127.0.0.1 ports 35379/35479/35579 (etcd clients) and 35380/35480/35580 (peers).
 # KEEP_TMP=1 keeps the temp dir (etcd data, logs, raw outputs) for inspection.
 set -euo pipefail
+# shellcheck source=lib/bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-common.sh"
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-log() { echo "bench: $*" >&2; }
-die() {
-    echo "bench: ERROR: $*" >&2
-    exit 1
-}
 
 # ---------------------------------------------------------------- settings
 PERF_LIMIT_S=240      # timeout for the 60 s runs of (a)
@@ -52,18 +49,6 @@ tmp=""
 declare -A etcd_pid=() # member name -> pid
 child_pid=""           # the load tool currently running (a `timeout` process)
 
-stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL
-    local pid=$1 i
-    [[ -n "$pid" ]] || return 0
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 # Pids of etcd processes whose data dir is in this run's temp dir (none once stopped).
 own_etcd_pids() {
@@ -133,7 +118,6 @@ cargo build --release --locked -p bench
 bin="$root/target/release/etcd-monitor-bench"
 [[ -x "$bin" ]] || die "$bin missing after the build"
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "${client_ports[@]}" "${peer_ports[@]}"; do
     port_in_use "$p" && die "port 127.0.0.1:$p is already in use"
 done

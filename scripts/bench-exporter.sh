@@ -17,14 +17,11 @@
 # wrk with apt-get if missing. Uses 127.0.0.1 ports 32379-32580 (etcd) and 32900-32902
 # (exporter). KEEP_TMP=1 keeps the temp dir (etcd data and logs) for inspection.
 set -euo pipefail
+# shellcheck source=lib/bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-common.sh"
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-log() { echo "bench: $*" >&2; }
-die() {
-    echo "bench: ERROR: $*" >&2
-    exit 1
-}
 
 # ---------------------------------------------------------------- settings
 RUN_SECONDS=60       # how long each exporter runs before it is measured
@@ -43,18 +40,6 @@ declare -A etcd_pid=()  # member name -> pid
 exporter_pid=""
 poller_pid=""
 
-stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL
-    local pid=$1 i
-    [[ -n "$pid" ]] || return 0
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$?
@@ -106,7 +91,6 @@ cargo build --release --locked -p exporter
 bin="$root/target/release/etcd-monitor"
 [[ -x "$bin" ]] || die "$bin missing after the build"
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "${client_ports[@]}" "${peer_ports[@]}" "${exporter_ports[@]}"; do
     port_in_use "$p" && die "port 127.0.0.1:$p is already in use"
 done
@@ -178,16 +162,7 @@ stop_exporter() {
     exporter_pid=""
 }
 
-cpu_ticks() { # utime+stime (fields 14, 15) of PID; comm may contain spaces, so cut at ')'
-    local rest
-    rest=$(<"/proc/$1/stat")
-    rest=${rest##*) }
-    awk '{ print $12 + $13 }' <<<"$rest"
-}
 
-rss_mib() {
-    awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
-}
 
 declare -A R=() # results, for the summary
 

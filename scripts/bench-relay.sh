@@ -28,14 +28,11 @@
 # (Alertmanager; clustering disabled) and 34000 (webhook sink). KEEP_TMP=1 keeps the temp
 # dir (configs, data dirs, logs, raw results) for inspection.
 set -euo pipefail
+# shellcheck source=lib/bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-common.sh"
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-log() { echo "bench: $*" >&2; }
-die() {
-    echo "bench: ERROR: $*" >&2
-    exit 1
-}
 
 # ---------------------------------------------------------------- settings
 INGEST_ALERTS=2000   # distinct alerts in the ingest run
@@ -56,18 +53,6 @@ hook_pid=""   # the python webhook sink
 target_pid="" # the relay or Alertmanager, whichever runs
 fg_pid=""     # the command run_wait is waiting for
 
-stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL
-    local pid=$1 i
-    [[ -n "$pid" ]] || return 0
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$?
@@ -127,7 +112,6 @@ cargo build --release --locked -p alerting
 relay_bin="$root/target/release/etcd-monitor-relay"
 [[ -x "$relay_bin" ]] || die "$relay_bin missing after the build"
 
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$RELAY_PORT" "$AM_PORT" "$HOOK_PORT"; do
     port_in_use "$p" && die "port 127.0.0.1:$p is already in use"
 done
@@ -387,26 +371,8 @@ wait_http_200() { # wait_http_200 URL PID NAME TIMEOUT_S
 
 # Runs a command in the background and waits for it: unlike a foreground command, `wait`
 # returns at once on Ctrl-C or kill, so the trap (and cleanup) runs without delay.
-run_wait() {
-    local rc=0
-    "$@" &
-    fg_pid=$!
-    wait "$fg_pid" || rc=$?
-    fg_pid=""
-    return "$rc"
-}
-nap() { run_wait sleep "$1"; }
 
-cpu_ticks() { # utime+stime (fields 14, 15) of PID; comm may contain spaces, so cut at ')'
-    local rest
-    rest=$(<"/proc/$1/stat")
-    rest=${rest##*) }
-    awk '{ print $12 + $13 }' <<<"$rest"
-}
 
-rss_mib() {
-    awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
-}
 
 sink_count() { # sink_count RUN FIELD: a field of the sink's GET /count?run=RUN
     curl -sf -m 5 "$hook_url/count?run=$1" |
