@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Command 2 of the README: set up and run every check and test.
-#   fmt, clippy with -D warnings, unit tests, and the end-to-end tests that start real
-#   etcd clusters (and promtool) on loopback ports.
+#   promtool over the rules and the Prometheus config, fmt, clippy with -D warnings, unit
+#   tests, and the end-to-end tests that start real etcd clusters (and Prometheus) on
+#   loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/setup.sh
+
+echo "== promtool: rules, rule unit tests, Prometheus config"
+promtool check rules rules/*.yml
+promtool test rules rules/tests/*.yml
+promtool check config prometheus/prometheus.yml
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -829,6 +829,7 @@ impl Collector {
                 .get_or_create(&l)
                 .set(b(s.info.is_learner));
             m.member_has_leader.get_or_create(&l).set(b(s.has_leader));
+            m.member_partitioned.get_or_create(&l).set(b(s.partitioned));
             // Unknown alarms (nobody could list them) are left out, not reported cleared.
             for alarm in Alarm::ALL.iter().filter(|_| model.alarms_known) {
                 let alarm = *alarm;

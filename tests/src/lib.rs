@@ -1,6 +1,7 @@
 //! The test harness: real etcd clusters started from the `etcd` binary on loopback ports,
 //! with TLS and client-certificate auth, etcd auth, or a tiny space quota on demand; and
-//! the exporter and the agent run in-process against them.
+//! the exporter, the agent and the relay run in-process against them; and a real
+//! Prometheus loading the repository's rules.
 //!
 //! Every process is killed when its owner is dropped, also when a test panics. At most
 //! [`MAX_CLUSTERS`] clusters run at once (the machines have two cores), whatever the
@@ -9,12 +10,14 @@
 pub mod agent;
 pub mod etcd;
 pub mod exporter;
+pub mod prometheus;
 pub mod relay;
 pub mod tls;
 
 pub use agent::RunningAgent;
 pub use etcd::{ClusterOptions, EtcdCluster};
 pub use exporter::RunningExporter;
+pub use prometheus::RunningPrometheus;
 
 use std::time::Duration;
 

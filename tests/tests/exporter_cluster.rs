@@ -74,6 +74,7 @@ async fn healthy_cluster_every_metric_and_the_api_agree() {
         leaders += is_leader;
         assert_eq!(value(&m, "etcd_member_is_learner", &l), Some(0.0));
         assert_eq!(value(&m, "etcd_member_has_leader", &l), Some(1.0));
+        assert_eq!(value(&m, "etcd_member_partitioned", &l), Some(0.0));
         for name in [
             "etcd_member_raft_term",
             "etcd_member_raft_index",
