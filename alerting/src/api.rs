@@ -95,14 +95,12 @@ async fn ingest(
     let cfg = s.config.clone();
     let n = alerts.len();
     let outcome = tokio::task::spawn_blocking(move || {
-        let route = |a: &Alert| -> Vec<String> {
-            cfg.router
-                .route(&a.labels)
-                .into_iter()
-                .filter_map(|i| cfg.receivers.get(i).map(|r| r.name.clone()))
-                .collect()
-        };
-        store.ingest(&alerts, route, crate::delivery::now_ms(), cfg.dedup_window)
+        store.ingest(
+            &alerts,
+            |a: &Alert| cfg.receivers_for(a),
+            crate::delivery::now_ms(),
+            cfg.dedup_window,
+        )
     })
     .await
     .map_err(|e| {
@@ -120,11 +118,7 @@ async fn ingest(
     })?;
     s.metrics.received.get_or_create(&label).inc_by(n as u64);
     s.metrics.deduplicated.inc_by(outcome.deduplicated as u64);
-    for (receiver, _) in &outcome.enqueued {
-        if let Some(w) = s.wake.get(receiver) {
-            w.notify_one();
-        }
-    }
+    crate::wake_receivers(&s.wake, &outcome.enqueued);
     Ok(Json(json!({
         "received": outcome.received,
         "notifications": outcome.enqueued.len(),

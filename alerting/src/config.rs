@@ -157,6 +157,17 @@ pub struct RelayConfig {
     pub router: Router,
 }
 
+impl RelayConfig {
+    /// The names of the receivers that `alert` is routed to.
+    pub fn receivers_for(&self, alert: &crate::model::Alert) -> Vec<String> {
+        self.router
+            .route(&alert.labels)
+            .into_iter()
+            .filter_map(|i| self.receivers.get(i).map(|r| r.name.clone()))
+            .collect()
+    }
+}
+
 /// Everything the relay runs with.
 #[derive(Debug, Clone)]
 pub struct Config {

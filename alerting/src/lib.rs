@@ -70,10 +70,18 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
+    let file = Arc::new(config.file.clone());
+    let wake = Arc::new(wake);
+    tasks.spawn(expire_leases(
+        store.clone(),
+        file.clone(),
+        wake.clone(),
+        shutdown.clone(),
+    ));
     let app = api::router(api::AppState {
-        config: Arc::new(config.file.clone()),
+        config: file,
         store,
-        wake: Arc::new(wake),
+        wake,
         metrics,
         registry: Arc::new(registry),
         max_body_bytes: config.max_body_bytes,
@@ -96,4 +104,58 @@ pub async fn run(
     served?;
     tracing::info!("etcd-monitor-relay stopped");
     Ok(())
+}
+
+/// How often firing alerts are checked for a lease that ran out.
+const LEASE_SWEEP: Duration = Duration::from_secs(5);
+
+/// Resolves, every [`LEASE_SWEEP`], the firing alerts that Prometheus stopped refreshing
+/// (it died, or the rule is gone) once their `endsAt` passes, as Alertmanager does, so a
+/// page does not stay open for ever.
+async fn expire_leases(
+    store: Arc<store::Store>,
+    config: Arc<config::RelayConfig>,
+    wake: Arc<HashMap<String, Arc<Notify>>>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(LEASE_SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (store, cfg) = (store.clone(), config.clone());
+        let swept = tokio::task::spawn_blocking(move || {
+            store.expire(
+                |a: &model::Alert| cfg.receivers_for(a),
+                delivery::now_ms(),
+                cfg.dedup_window,
+            )
+        })
+        .await;
+        match swept {
+            Ok(Ok(out)) => {
+                if out.received > 0 {
+                    tracing::info!(
+                        alerts = out.received,
+                        notifications = out.enqueued.len(),
+                        "alert leases ran out without a refresh: resolved"
+                    );
+                }
+                wake_receivers(&wake, &out.enqueued);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot resolve expired alerts"),
+            Err(e) => tracing::warn!(error = %e, "lease sweep task failed"),
+        }
+    }
+}
+
+/// Wakes the worker of each receiver that has new deliveries.
+pub(crate) fn wake_receivers(wake: &HashMap<String, Arc<Notify>>, enqueued: &[(String, u64)]) {
+    for (receiver, _) in enqueued {
+        if let Some(w) = wake.get(receiver) {
+            w.notify_one();
+        }
+    }
 }

@@ -6,7 +6,8 @@
 //! (a crash between sending and recording the outcome sends again).
 //!
 //! Tables (values are JSON, so the format can grow):
-//! - `alerts`: fingerprint → the latest [`StoredAlert`] (resolved ones are removed);
+//! - `alerts`: fingerprint → the latest [`StoredAlert`] (resolved ones are removed, and so
+//!   are firing ones whose `endsAt` lease ran out, by [`Store::expire`]);
 //! - `notify_state`: `fingerprint/receiver` → [`NotifyState`] (what the receiver was told);
 //! - `outbox`: delivery id → [`Delivery`] still to be made, with its next attempt time;
 //! - `history`: delivery id → [`HistoryEntry`], the last [`HISTORY_LEN`] outcomes;
@@ -125,6 +126,14 @@ pub struct Store {
     db: Database,
 }
 
+/// Whether a firing alert's `endsAt` lease has run out at `now_ms`.
+fn lease_expired(a: &Alert, now_ms: i64) -> bool {
+    crate::model::parse_time(&a.ends_at)
+        .ok()
+        .flatten()
+        .is_some_and(|end| end <= now_ms)
+}
+
 fn state_key(fingerprint: &str, receiver: &str) -> String {
     format!("{fingerprint}/{receiver}")
 }
@@ -155,11 +164,61 @@ impl Store {
         now_ms: i64,
         window: std::time::Duration,
     ) -> Result<IngestOutcome> {
+        let txn = self.db.begin_write()?;
+        let out = Self::record(&txn, alerts, &route, now_ms, window)?;
+        txn.commit()?;
+        Ok(out)
+    }
+
+    /// Resolves the firing alerts whose `endsAt` lease ran out at `now_ms` without a
+    /// refresh or a resolution (Prometheus stopped sending them, as Alertmanager treats
+    /// them): each receiver told it fired is told it resolved. The lease is read in the
+    /// same transaction that resolves it, so a refresh is never lost to a race.
+    pub fn expire(
+        &self,
+        route: impl Fn(&Alert) -> Vec<String>,
+        now_ms: i64,
+        window: std::time::Duration,
+    ) -> Result<IngestOutcome> {
+        let txn = self.db.begin_write()?;
+        let expired: Vec<Alert> = {
+            let alerts_t = txn.open_table(ALERTS)?;
+            let mut expired = Vec::new();
+            for item in alerts_t.iter()? {
+                let (_, v) = item?;
+                let a: StoredAlert = serde_json::from_slice(v.value())?;
+                if lease_expired(&a.alert, now_ms) {
+                    expired.push(Alert {
+                        status: Status::Resolved,
+                        ..a.alert
+                    });
+                }
+            }
+            expired
+        };
+        if expired.is_empty() {
+            // Nothing to write: drop the transaction without a durable commit.
+            txn.abort()?;
+            return Ok(IngestOutcome::default());
+        }
+        let out = Self::record(&txn, &expired, &route, now_ms, window)?;
+        txn.commit()?;
+        Ok(out)
+    }
+
+    /// Records `alerts` in `txn`: stores or removes them, decides per receiver, enqueues
+    /// deliveries and their history entries, trims the history.
+    fn record(
+        txn: &redb::WriteTransaction,
+        alerts: &[Alert],
+        route: &impl Fn(&Alert) -> Vec<String>,
+        now_ms: i64,
+        window: std::time::Duration,
+    ) -> Result<IngestOutcome> {
         let mut out = IngestOutcome {
             received: alerts.len(),
             ..IngestOutcome::default()
         };
-        let txn = self.db.begin_write()?;
         {
             let mut alerts_t = txn.open_table(ALERTS)?;
             let mut state_t = txn.open_table(NOTIFY_STATE)?;
@@ -253,7 +312,6 @@ impl Store {
                 }
             }
         }
-        txn.commit()?;
         Ok(out)
     }
 
@@ -348,11 +406,7 @@ impl Store {
         for item in t.iter()? {
             let (_, v) = item?;
             let a: StoredAlert = serde_json::from_slice(v.value())?;
-            let expired = crate::model::parse_time(&a.alert.ends_at)
-                .ok()
-                .flatten()
-                .is_some_and(|end| end <= now_ms);
-            if !expired {
+            if !lease_expired(&a.alert, now_ms) {
                 out.push(a);
             }
         }

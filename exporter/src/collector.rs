@@ -803,6 +803,7 @@ impl Collector {
         m.cluster_healthy.set(b(model.healthy));
         m.cluster_has_leader.set(b(model.has_leader));
         m.cluster_member_count.set(model.member_count as i64);
+        m.cluster_voting_members.set(model.voting_members as i64);
         m.cluster_quorum_size.set(model.quorum_size as i64);
         m.cluster_healthy_members.set(model.healthy_members as i64);
         m.cluster_split_brain.set(b(model.split_brain));

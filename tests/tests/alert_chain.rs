@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use tests::exporter::value;
 use tests::prometheus::{promtool, repo_root, rule_files};
 use tests::relay::{Recorded, RunningRelay, StandIn};
 use tests::{wait_for, EtcdCluster, RunningAgent, RunningExporter, RunningPrometheus};
@@ -99,9 +100,15 @@ fn every_alert_has_a_severity_and_a_runbook_section() {
     }
 }
 
-/// `prometheus/prometheus.yml` with the test's addresses and short intervals. Every
-/// replacement must apply, so a change to the shipped file shows here.
-fn shipped_config(exporter: &str, agents: &[String], relay: &str) -> String {
+/// `prometheus/prometheus.yml` with the test's addresses and, unless `shipped_intervals`,
+/// 1-second scrapes. Every replacement must apply, so a change to the shipped file shows
+/// here.
+fn shipped_config(
+    exporter: &str,
+    agents: &[String],
+    relay: &str,
+    shipped_intervals: bool,
+) -> String {
     let mut config = std::fs::read_to_string(repo_root().join("prometheus/prometheus.yml"))
         .expect("prometheus/prometheus.yml");
     let rules_dir = format!("{}/", repo_root().join("rules").display());
@@ -109,15 +116,19 @@ fn shipped_config(exporter: &str, agents: &[String], relay: &str) -> String {
         ("'127.0.0.1:8080'".into(), format!("'{exporter}'")),
         ("'127.0.0.1:9095'".into(), format!("'{relay}'")),
         ("../rules/".into(), rules_dir),
-        ("scrape_interval: 15s".into(), "scrape_interval: 1s".into()),
-        ("scrape_interval: 5s".into(), "scrape_interval: 1s".into()),
-        ("scrape_timeout: 10s".into(), "scrape_timeout: 1s".into()),
-        ("scrape_timeout: 5s".into(), "scrape_timeout: 1s".into()),
-        (
-            "evaluation_interval: 15s".into(),
-            "evaluation_interval: 1s".into(),
-        ),
     ];
+    if !shipped_intervals {
+        replacements.extend([
+            ("scrape_interval: 15s".into(), "scrape_interval: 1s".into()),
+            ("scrape_interval: 5s".into(), "scrape_interval: 1s".into()),
+            ("scrape_timeout: 10s".into(), "scrape_timeout: 1s".into()),
+            ("scrape_timeout: 5s".into(), "scrape_timeout: 1s".into()),
+            (
+                "evaluation_interval: 15s".into(),
+                "evaluation_interval: 1s".into(),
+            ),
+        ]);
+    }
     for (i, a) in agents.iter().enumerate() {
         replacements.push((format!("'127.0.0.1:{}'", 9101 + i), format!("'{a}'")));
     }
@@ -197,8 +208,20 @@ async fn wait_pagerduty(pd: &StandIn, action: &str, alertname: &str, since: Inst
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_member_reaches_chat_and_a_lost_quorum_pages_then_resolves() {
     tests::init_logs();
+    // Set by scripts/bench-alerts.sh to measure with the production defaults: the
+    // exporter's 5s cycle and the shipped config's scrape and evaluation intervals.
+    let shipped_intervals = std::env::var_os("ETCD_MONITOR_CHAIN_SHIPPED_INTERVALS").is_some();
+    let exporter_interval = if shipped_intervals { "5s" } else { "1s" };
+    eprintln!(
+        "chain: exporter interval {exporter_interval}, {}",
+        if shipped_intervals {
+            "shipped scrape and evaluation intervals (exporter 5s, rest 15s, quorum rules 10s)"
+        } else {
+            "every scrape and the global evaluation 1s (quorum rules 10s, as shipped)"
+        }
+    );
     let mut cluster = EtcdCluster::start(3).await;
-    let leader = cluster.wait_leader(Duration::from_secs(30)).await;
+    cluster.wait_leader(Duration::from_secs(30)).await;
     let mut agents = Vec::new();
     let mut agent_flags = Vec::new();
     for i in 0..3 {
@@ -208,7 +231,7 @@ async fn a_failing_member_reaches_chat_and_a_lost_quorum_pages_then_resolves() {
         agents.push(a);
     }
     let mut flags = tests::exporter::cluster_flags(&cluster);
-    flags.extend(["--interval".to_owned(), "1s".to_owned()]);
+    flags.extend(["--interval".to_owned(), exporter_interval.to_owned()]);
     flags.extend(agent_flags);
     let exporter = RunningExporter::start(&flags).await;
 
@@ -252,6 +275,7 @@ routes:
             &exporter.addr.to_string(),
             &agent_addrs,
             &relay.addr.to_string(),
+            shipped_intervals,
         ),
         &[],
     )
@@ -284,6 +308,34 @@ routes:
         firing_at_start.is_empty(),
         "alerts on a healthy cluster: {firing_at_start:#?}"
     );
+
+    // 0. A rolling restart, one member at a time, each down for 10 s (an upgrade): nobody
+    // is paged and chat hears nothing. Then long enough for any 20 s rule to have fired.
+    for i in 0..3 {
+        cluster.stop(i);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        cluster.restart(i);
+        wait_for(
+            "the exporter to see the restarted member and a healthy cluster",
+            Duration::from_secs(60),
+            || async {
+                let m = exporter.metrics().await;
+                let name = cluster.members[i].name.as_str();
+                let up = value(&m, "etcd_member_up", &[("member", name)]) == Some(1.0);
+                let healthy = value(&m, "etcd_cluster_healthy", &[]) == Some(1.0);
+                (up && healthy).then_some(())
+            },
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert!(
+        pagerduty.requests().is_empty() && slack.requests().is_empty(),
+        "a rolling restart notified: PagerDuty {:?}, Slack {:?}",
+        pagerduty.requests(),
+        slack.requests()
+    );
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await;
 
     // 1. One member fails: chat hears of it, nobody is paged.
     let first = (leader + 1) % 3;

@@ -22,6 +22,7 @@ async fn healthy_cluster_every_metric_and_the_api_agree() {
         ("etcd_cluster_healthy", 1.0),
         ("etcd_cluster_has_leader", 1.0),
         ("etcd_cluster_member_count", 3.0),
+        ("etcd_cluster_voting_members", 3.0),
         ("etcd_cluster_quorum_size", 2.0),
         ("etcd_cluster_healthy_members", 3.0),
         ("etcd_cluster_leader_changes_total", 0.0),

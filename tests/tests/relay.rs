@@ -221,6 +221,49 @@ async fn pagerduty_trigger_then_resolve_with_the_same_dedup_key() {
         .is_some_and(|s| s.contains("EtcdNoLeader on m3")));
 }
 
+/// Prometheus stops refreshing a firing alert (it died, or the rule went away): when the
+/// alert's `endsAt` lease runs out, the page is resolved, as Alertmanager would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_alert_whose_lease_runs_out_is_resolved() {
+    tests::init_logs();
+    let pd = StandIn::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let key = dir.path().join("key");
+    std::fs::write(&key, "R0UTINGKEY0123456789012345678901").expect("key");
+    let relay = RunningRelay::start(&format!(
+        "receivers:\n  - name: oncall\n    pagerduty:\n      routing_key_file: {}\n      url: {}\n",
+        key.display(),
+        pd.url("/v2/enqueue")
+    ))
+    .await;
+    let mut alert = firing("EtcdNoLeader", "critical", "m1");
+    let ends = std::time::SystemTime::now() + Duration::from_secs(3);
+    alert["endsAt"] = json!(time::OffsetDateTime::from(ends)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format"));
+    let (status, _) = relay
+        .post("/api/v2/alerts", json!([alert]).to_string())
+        .await;
+    assert_eq!(status, 200);
+    let reqs = pd.wait_requests(2, Duration::from_secs(30)).await;
+    assert_eq!(reqs[0].body["event_action"], "trigger");
+    assert_eq!(reqs[1].body["event_action"], "resolve");
+    assert_eq!(reqs[0].body["dedup_key"], reqs[1].body["dedup_key"]);
+    assert!(
+        reqs[1].at.duration_since(reqs[0].at) >= Duration::from_secs(2),
+        "resolved before the lease ran out"
+    );
+    let active = relay.get("/api/v1/alerts").await;
+    assert_eq!(
+        active["alerts"].as_array().map(Vec::len),
+        Some(0),
+        "{active}"
+    );
+    // Nothing more: the resolution is sent once.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(pd.requests().len(), 2, "{:?}", pd.requests());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_naming_the_problem_and_nothing_is_stored() {
     tests::init_logs();
@@ -357,38 +400,21 @@ async fn a_real_prometheus_resending_an_alert_notifies_once() {
     ))
     .await;
     let dir = tempfile::tempdir().expect("dir");
+    let rules = dir.path().join("rules.yml");
     std::fs::write(
-        dir.path().join("rules.yml"),
+        &rules,
         "groups:\n  - name: test\n    interval: 1s\n    rules:\n      - alert: AlwaysFiring\n        expr: vector(1)\n        labels: {severity: warning}\n        annotations: {summary: always firing}\n",
     )
     .expect("rules");
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!(
-            "global:\n  evaluation_interval: 1s\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{}']\nrule_files: [rules.yml]\n",
-            relay.addr
+    let _prom = tests::RunningPrometheus::start(
+        &format!(
+            "global:\n  evaluation_interval: 1s\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{}']\nrule_files: ['{}']\n",
+            relay.addr,
+            rules.display()
         ),
+        &["--rules.alert.resend-delay=1s"],
     )
-    .expect("config");
-    let port = tests::free_port();
-    let _prom = tests::ChildGuard(
-        std::process::Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--rules.alert.resend-delay=1s")
-            .current_dir(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package prometheus) must be installed"),
-    );
+    .await;
     // Prometheus resends every second: wait for several sends.
     let received = wait_for(
         "five sends from Prometheus",

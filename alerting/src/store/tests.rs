@@ -106,3 +106,41 @@ fn history_keeps_the_last_thousand_settled() {
     assert!(h.len() <= HISTORY_LEN as usize + 1, "{}", h.len());
     assert!(h.iter().any(|e| e.id == last));
 }
+
+#[test]
+fn an_alert_whose_lease_runs_out_is_resolved_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = Store::open(dir.path()).expect("open");
+    let leased = |ends_at: &str| Alert {
+        ends_at: ends_at.to_owned(),
+        ..alert("X", Status::Firing)
+    };
+    // Fires with a lease to t = 100 s, then a refresh extends it to t = 200 s.
+    s.ingest(&[leased("1970-01-01T00:01:40Z")], both, 1_000, W)
+        .expect("ingest");
+    s.ingest(&[leased("1970-01-01T00:03:20Z")], both, 90_000, W)
+        .expect("refresh");
+    let early = s.expire(both, 150_000, W).expect("expire");
+    assert_eq!(early, IngestOutcome::default(), "a refreshed lease holds");
+    assert_eq!(s.active_alerts(150_000).expect("active").len(), 1);
+
+    let out = s.expire(both, 200_000, W).expect("expire");
+    assert_eq!((out.received, out.enqueued.len()), (1, 2));
+    for receiver in ["a", "b"] {
+        let pending = s.pending(receiver).expect("pending");
+        let last = pending.last().expect("a delivery");
+        assert_eq!(last.status, Status::Resolved, "{receiver}");
+        assert_eq!(last.alert.fingerprint, leased("").fingerprint);
+    }
+    assert!(s.active_alerts(200_000).expect("active").is_empty());
+    assert_eq!(
+        s.expire(both, 300_000, W).expect("expire"),
+        IngestOutcome::default(),
+        "resolved once"
+    );
+    // A late resolution from Prometheus says nothing new.
+    let late = s
+        .ingest(&[alert("X", Status::Resolved)], both, 310_000, W)
+        .expect("ingest");
+    assert_eq!(late.deduplicated, 2);
+}
