@@ -18,14 +18,13 @@ cd "$(dirname "$0")/.."
 
 runs=${1:-3}
 out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
 log "building the test"
 cargo test -p tests --test alert_chain --no-run --quiet
 for i in $(seq 1 "$runs"); do
     log "run $i of $runs"
     ETCD_MONITOR_CHAIN_SHIPPED_INTERVALS=1 cargo test -p tests --test alert_chain --quiet \
         a_failing_member -- --nocapture >"$out/run-$i.log" 2>&1 ||
-        { tail -30 "$out/run-$i.log" >&2; die "run $i failed"; }
+        { grep -A3 panicked "$out/run-$i.log" >&2; die "run $i failed; its log: $out/run-$i.log"; }
     grep '^chain:' "$out/run-$i.log" >&2
 done
 echo
@@ -44,3 +43,4 @@ for line in sys.stdin:
 for what, v in seen.items():
     print(f"  {what:55s} min {min(v):5.1f}  median {statistics.median(v):5.1f}  max {max(v):5.1f}  (n={len(v)})")
 '
+rm -rf "$out"

@@ -127,6 +127,9 @@ async fn ingest(
     .into_response())
 }
 
+/// The `endpoint` label values of the ingest metrics.
+pub const ENDPOINTS: &[&str] = &["v2_alerts", "alertmanager_webhook"];
+
 async fn ingest_v2(State(s): State<AppState>, req: Request<Body>) -> Result<Response, ApiError> {
     ingest(s, "v2_alerts", req, model::parse_v2).await
 }

@@ -81,11 +81,20 @@ impl Metrics {
             "Time from accepting an alert to delivering its notification",
             m.delivery_latency.clone(),
         );
+        // Known label values from the start, at 0, so that rates see the first event.
+        for endpoint in crate::api::ENDPOINTS {
+            let l = EndpointLabel {
+                endpoint: (*endpoint).to_owned(),
+            };
+            let _ = m.received.get_or_create(&l);
+            let _ = m.rejected.get_or_create(&l);
+        }
         for r in receivers {
             let l = ReceiverLabel {
                 receiver: r.clone(),
             };
             m.queue_depth.get_or_create(&l).set(0);
+            let _ = m.delivery_latency.get_or_create(&l);
             for outcome in ["delivered", "retried", "failed"] {
                 let _ = m.notifications.get_or_create(&OutcomeLabels {
                     receiver: r.clone(),

@@ -178,7 +178,7 @@ impl Collector {
         tracing::debug!("collector stopped");
     }
 
-    fn error(&mut self, source: &str) {
+    fn error(&mut self, source: &'static str) {
         self.metrics.count_error(source);
         *self.errors.entry(source.to_owned()).or_default() += 1;
     }

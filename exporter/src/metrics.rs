@@ -17,6 +17,20 @@ use prometheus_client::registry::Registry;
 
 use crate::textformat::{self, Exposition};
 
+/// The `source` values of `etcd_monitor_collect_errors_total`.
+pub const ERROR_SOURCES: &[&str] = &[
+    "connect",
+    "status",
+    "member_list",
+    "alarms",
+    "probe_read",
+    "probe_write",
+    "member_metrics",
+    "member_metrics_conflict",
+    "member_health",
+    "agent",
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MemberLabel {
     pub member: String,
@@ -204,6 +218,13 @@ impl Metrics {
             own_names,
         };
         m.monitor_up.set(1);
+        // Every error source from the start, at 0: a rate over a series that appears only
+        // with the first error would miss that error.
+        for source in ERROR_SOURCES {
+            let _ = m.collect_errors.get_or_create(&SourceLabel {
+                source: (*source).to_owned(),
+            });
+        }
         m.build_info
             .get_or_create(&VersionLabel {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -240,7 +261,8 @@ impl Metrics {
         self.member_info.clear();
     }
 
-    pub fn count_error(&self, source: &str) {
+    pub fn count_error(&self, source: &'static str) {
+        debug_assert!(ERROR_SOURCES.contains(&source), "unlisted source {source}");
         self.collect_errors
             .get_or_create(&SourceLabel {
                 source: source.to_owned(),

@@ -99,6 +99,13 @@ impl RunningPrometheus {
 
     /// An instant query: the `result` vector (empty when the query failed).
     pub async fn query(&self, expr: &str) -> Vec<serde_json::Value> {
+        let v = self.query_response(expr).await;
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// An instant query's whole answer (`status`, `error`, `data`); `null` when
+    /// Prometheus did not answer.
+    pub async fn query_response(&self, expr: &str) -> serde_json::Value {
         let Ok(r) = self
             .http
             .get(self.url("/api/v1/query"))
@@ -106,10 +113,30 @@ impl RunningPrometheus {
             .send()
             .await
         else {
-            return Vec::new();
+            return serde_json::Value::Null;
+        };
+        r.json().await.unwrap_or_default()
+    }
+
+    /// Every metric name Prometheus holds (series scraped or recorded).
+    pub async fn metric_names(&self) -> std::collections::BTreeSet<String> {
+        let Ok(r) = self
+            .http
+            .get(self.url("/api/v1/label/__name__/values"))
+            .send()
+            .await
+        else {
+            return Default::default();
         };
         let v: serde_json::Value = r.json().await.unwrap_or_default();
-        v["data"]["result"].as_array().cloned().unwrap_or_default()
+        v["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The alerts Prometheus holds (pending and firing).

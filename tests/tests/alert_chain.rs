@@ -142,6 +142,95 @@ fn shipped_config(
     config
 }
 
+/// Every query of the Grafana dashboards, with its variables at "all", is valid PromQL
+/// for this Prometheus, and every etcd-monitor series it names exists in it (scraped from
+/// the real exporter, agents and relay, or recorded by the rules). The bench's series come
+/// from the Pushgateway, which this test does not feed, so they are only parsed.
+async fn dashboards_query_what_prometheus_has(prom: &RunningPrometheus) {
+    fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v.as_str()) {
+                        ("expr", Some(e)) => out.push(e.to_owned()),
+                        _ => exprs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+            _ => {}
+        }
+    }
+    let dir = repo_root().join("grafana/dashboards");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("grafana/dashboards/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    let mut checked = 0;
+    let mut wanted = BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read dashboard");
+        let dashboard: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{}: not JSON: {e}", file.display()));
+        let mut all = Vec::new();
+        exprs(&dashboard["panels"], &mut all);
+        assert!(!all.is_empty(), "{}: no queries", file.display());
+        for raw in all {
+            let expr = raw
+                .replace("$__rate_interval", "1m")
+                .replace("$__interval", "1m")
+                .replace("$__range", "1h")
+                .replace("${instance}", ".*")
+                .replace("$instance", ".*")
+                .replace("${member}", ".*")
+                .replace("$member", ".*")
+                .replace("${job}", ".*")
+                .replace("$job", ".*");
+            let answer = prom.query_response(&expr).await;
+            assert_eq!(
+                answer["status"],
+                "success",
+                "{}: {raw}\n{answer}",
+                file.display()
+            );
+            for token in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            {
+                let ours = ["etcd_", "member:", "cluster:", "grpc_"]
+                    .iter()
+                    .any(|p| token.starts_with(p));
+                // Label names share the prefixes; they are not series.
+                let label = token.starts_with("grpc_")
+                    && ["grpc_code", "grpc_method", "grpc_service", "grpc_type"].contains(&token);
+                if ours && !label && !token.starts_with("etcd_bench_") {
+                    wanted.insert(token.to_owned());
+                }
+            }
+            checked += 1;
+        }
+    }
+    // Recorded series appear once their rules have two samples in their windows.
+    let mut missing = BTreeSet::new();
+    for _ in 0..60 {
+        let names = prom.metric_names().await;
+        missing = wanted.difference(&names).cloned().collect();
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        missing.is_empty(),
+        "the dashboards query series Prometheus does not have: {missing:?}"
+    );
+    eprintln!(
+        "chain: {checked} dashboard queries valid, the {} series they name all present",
+        wanted.len()
+    );
+}
+
 /// What a Slack message is about: `[STATE] Name on member: summary` -> (state, "Name on
 /// member").
 fn slack_subject(r: &Recorded) -> Option<(String, String)> {
@@ -308,6 +397,8 @@ routes:
         firing_at_start.is_empty(),
         "alerts on a healthy cluster: {firing_at_start:#?}"
     );
+
+    dashboards_query_what_prometheus_has(&prom).await;
 
     // 0. A rolling restart, one member at a time, each down for 10 s (an upgrade): nobody
     // is paged and chat hears nothing. Then long enough for any 20 s rule to have fired.
