@@ -10,6 +10,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -105,6 +107,8 @@ pub enum Error {
     Dir(String),
     #[error("--block-size: must not be larger than --size nor 64 MiB")]
     BlockSize,
+    #[error("interrupted by {0}; the test file was removed")]
+    Interrupted(&'static str),
     #[error("writing {path}: {source}")]
     Io {
         path: String,
@@ -130,6 +134,12 @@ fn ms(ns: u64) -> f64 {
 
 /// Runs the check.
 pub fn run(args: &DiskCheckArgs) -> Result<Report, Error> {
+    run_until(args, &AtomicBool::new(false))
+}
+
+/// Runs the check until it is done or `stop` is set (checked before each write); the test
+/// file is removed either way.
+pub fn run_until(args: &DiskCheckArgs, stop: &AtomicBool) -> Result<Report, Error> {
     let meta = std::fs::metadata(&args.dir)
         .map_err(|e| Error::Dir(format!("{}: {e}", args.dir.display())))?;
     if !meta.is_dir() {
@@ -162,6 +172,9 @@ pub fn run(args: &DiskCheckArgs) -> Result<Report, Error> {
         .map_err(|e| io(std::io::Error::other(e.to_string())))?;
     let started = Instant::now();
     for _ in 0..writes {
+        if stop.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted("a signal"));
+        }
         file.write_all(&block).map_err(io)?;
         let t = Instant::now();
         file.sync_data().map_err(io)?;
@@ -228,9 +241,38 @@ pub fn render_text(r: &Report) -> String {
     )
 }
 
-/// The subcommand: prints the report; exit 0 on PASS, 1 on FAIL, 2 when it cannot run.
+/// The subcommand: prints the report; exit 0 on PASS, 1 on FAIL, 2 when it cannot run,
+/// 130 when SIGINT or SIGTERM stopped it (the test file is removed then too).
 pub fn main(args: &DiskCheckArgs) -> ExitCode {
-    match run(args) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let signalled = Arc::new(std::sync::OnceLock::new());
+    // A small runtime only to hear the signals; the check runs on this thread.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("etcd-monitor-agent disk-check: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = {
+        let (stop, signalled) = (stop.clone(), signalled.clone());
+        std::thread::spawn(move || {
+            runtime.block_on(async {
+                let name = common::shutdown::signal().await;
+                let _ = signalled.set(name);
+                stop.store(true, Ordering::Relaxed);
+            });
+        })
+    };
+    drop(listener);
+    let result = run_until(args, &stop).map_err(|e| match (e, signalled.get()) {
+        (Error::Interrupted(_), Some(name)) => Error::Interrupted(name),
+        (e, _) => e,
+    });
+    match result {
         Ok(report) => {
             match args.output {
                 Output::Text => print!("{}", render_text(&report)),
@@ -247,6 +289,10 @@ pub fn main(args: &DiskCheckArgs) -> ExitCode {
             } else {
                 ExitCode::from(1)
             }
+        }
+        Err(e @ Error::Interrupted(_)) => {
+            eprintln!("etcd-monitor-agent disk-check: {e}");
+            ExitCode::from(130)
         }
         Err(e) => {
             eprintln!("etcd-monitor-agent disk-check: {e}");

@@ -112,6 +112,56 @@ fn disk_check_bad_dir_exits_2() {
     );
 }
 
+/// Ctrl-C (or SIGTERM) in the middle of a check stops it, says so and removes the file.
+#[test]
+fn disk_check_interrupted_removes_its_file() {
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut child = Command::new(BIN)
+            .args(["disk-check", "--dir"])
+            .arg(dir.path())
+            .args(["--size", "200m"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while agent::disk_check::leftovers(dir.path()) == 0 {
+            assert!(Instant::now() < deadline, "the test file never appeared");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Let it write a little, then interrupt.
+        std::thread::sleep(Duration::from_millis(300));
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, signal).expect("signal");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "{signal} did not stop it");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err)
+            .expect("read");
+        assert_eq!(status.code(), Some(130), "{signal}: {err}");
+        assert!(err.contains("interrupted by"), "{err}");
+        assert_eq!(
+            agent::disk_check::leftovers(dir.path()),
+            0,
+            "{signal} left the test file"
+        );
+    }
+}
+
 #[test]
 fn disk_check_fails_a_limit_it_cannot_meet() {
     let dir = tempfile::tempdir().expect("dir");
