@@ -231,6 +231,15 @@ async fn dashboards_query_what_prometheus_has(prom: &RunningPrometheus) {
     );
 }
 
+/// Sleeps 0 to 10 s (the quorum rules' evaluation interval), from the clock's nanoseconds.
+async fn random_pause() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(u64::from(nanos % 10_000))).await;
+}
+
 /// What a Slack message is about: `[STATE] Name on member: summary` -> (state, "Name on
 /// member").
 fn slack_subject(r: &Recorded) -> Option<(String, String)> {
@@ -433,6 +442,9 @@ routes:
     let second = leader;
     let first_name = cluster.members[first].name.clone();
     let second_name = cluster.members[second].name.clone();
+    // Each fault at a random moment: the test otherwise acts right after a notification,
+    // that is right after an evaluation, and would always measure the same phase.
+    random_pause().await;
     cluster.kill(first);
     let t1 = Instant::now();
     let member_down_1 = wait_slack(
@@ -461,6 +473,7 @@ routes:
     assert!(critical.is_empty(), "one member down: {critical:?}");
 
     // 2. A second one fails: quorum is lost, and that pages.
+    random_pause().await;
     cluster.kill(second);
     let t2 = Instant::now();
     let quorum_lost = wait_pagerduty(&pagerduty, "trigger", "EtcdQuorumLost", t2).await;
