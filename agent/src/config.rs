@@ -42,6 +42,8 @@ pub enum Command {
     DiskCheck(crate::disk_check::DiskCheckArgs),
 }
 
+common::server_security_args!(ServerArgs, "ETCD_MONITOR_AGENT_");
+
 /// Flags of the agent daemon.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DaemonArgs {
@@ -106,6 +108,9 @@ pub struct DaemonArgs {
     /// Measure the bytes used by the data dir (walks the directory each collection).
     #[arg(long, env = "ETCD_MONITOR_AGENT_DATA_DIR_USAGE", default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
     pub data_dir_usage: bool,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
@@ -137,6 +142,8 @@ pub struct Config {
     pub fsync_probe_block_size: usize,
     pub interval: Duration,
     pub data_dir_usage: bool,
+    /// TLS and bearer token of the HTTP server.
+    pub http_security: common::http::ServerSecurity,
 }
 
 /// A configuration problem, naming the flag.
@@ -242,6 +249,10 @@ impl Config {
             fsync_probe_block_size: args.fsync_probe_block_size,
             interval: args.interval,
             data_dir_usage: args.data_dir_usage,
+            http_security: args
+                .server
+                .load()
+                .map_err(|e| invalid(e.flag(), e.message()))?,
         })
     }
 }

@@ -105,7 +105,8 @@ pub async fn run(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         "etcd-monitor-agent started"
     );
-    let served = common::http::serve(listener, app, shutdown.clone()).await;
+    let served =
+        common::http::serve_secured(listener, app, &config.http_security, shutdown.clone()).await;
     shutdown.cancel();
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(5), tasks.wait())

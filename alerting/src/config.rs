@@ -46,6 +46,9 @@ pub struct Args {
     #[arg(long, env = "ETCD_MONITOR_RELAY_MAX_BODY", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    #[command(flatten)]
+    pub server: ServerArgs,
+
     /// Log line format.
     #[arg(
         long,
@@ -55,6 +58,8 @@ pub struct Args {
     )]
     pub log_format: LogFormat,
 }
+
+common::server_security_args!(ServerArgs, "ETCD_MONITOR_RELAY_");
 
 /// A configuration problem: the file, the field (or line) and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +180,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// TLS and bearer token of the HTTP server (Prometheus sends the token with
+    /// `authorization: {credentials_file: ...}` in its `alertmanagers` entry).
+    pub http_security: common::http::ServerSecurity,
     pub log_format: LogFormat,
 }
 
@@ -659,10 +667,15 @@ impl Config {
         if args.max_body_bytes < 1024 {
             return Err(flag_err("--max-body-bytes", "must be at least 1024".into()));
         }
+        let http_security = args
+            .server
+            .load()
+            .map_err(|e| flag_err(e.flag(), e.message()))?;
         Ok(Config {
             file,
             data_dir: args.data_dir,
             listen,
+            http_security,
             max_body_bytes: args.max_body_bytes,
             log_format: args.log_format,
         })

@@ -92,7 +92,8 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         "etcd-monitor-relay started"
     );
-    let served = common::http::serve(listener, app, shutdown.clone()).await;
+    let served =
+        common::http::serve_secured(listener, app, &config.http_security, shutdown.clone()).await;
     shutdown.cancel();
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(5), tasks.wait())

@@ -79,6 +79,25 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// The flag the error is about.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            ConfigError::Invalid { flag, .. } | ConfigError::File { flag, .. } => flag,
+        }
+    }
+
+    /// What is wrong, without the flag.
+    pub fn message(&self) -> String {
+        match self {
+            ConfigError::Invalid { message, .. } => message.clone(),
+            ConfigError::File { path, source, .. } => {
+                format!("cannot read {}: {source}", path.display())
+            }
+        }
+    }
+}
+
 /// Client TLS material, read and checked at start.
 #[derive(Clone)]
 pub struct TlsMaterial {

@@ -128,7 +128,8 @@ pub struct Collector {
 impl Collector {
     pub fn new(cfg: Arc<Config>) -> Result<Self, reqwest::Error> {
         let http = cfg.etcd.http_client()?;
-        let member_timeout = cfg.member_timeout;
+        // Agents are not etcd: no etcd client certificate or CA for them.
+        let agent_http = cfg.components.client(cfg.member_timeout)?;
         Ok(Collector {
             cfg,
             http,
@@ -150,13 +151,7 @@ impl Collector {
             versions: HashMap::new(),
             probed: std::collections::BTreeSet::new(),
             debouncer: model::Debouncer::default(),
-            // Agents are not etcd: no etcd client certificate or CA for them.
-            agent_http: reqwest::Client::builder()
-                .use_rustls_tls()
-                .connect_timeout(member_timeout)
-                .timeout(member_timeout)
-                .no_proxy()
-                .build()?,
+            agent_http,
         })
     }
 

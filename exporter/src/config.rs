@@ -77,6 +77,19 @@ pub struct Args {
     #[arg(long, env = "ETCD_MONITOR_BENCHMARK_TOKEN_FILE", value_name = "FILE")]
     pub benchmark_token_file: Option<std::path::PathBuf>,
 
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// CA bundle (PEM) that the agents' and the relay's HTTPS certificates are checked
+    /// against (default: the system's roots).
+    #[arg(long, env = "ETCD_MONITOR_MONITOR_CACERT", value_name = "FILE")]
+    pub monitor_cacert: Option<std::path::PathBuf>,
+
+    /// File holding the bearer token sent to the agents and the relay (their
+    /// --auth-token-file).
+    #[arg(long, env = "ETCD_MONITOR_MONITOR_TOKEN_FILE", value_name = "FILE")]
+    pub monitor_token_file: Option<std::path::PathBuf>,
+
     /// Log line format.
     #[arg(
         long,
@@ -86,6 +99,8 @@ pub struct Args {
     )]
     pub log_format: LogFormat,
 }
+
+common::server_security_args!(ServerArgs, "ETCD_MONITOR_");
 
 /// Validated settings.
 #[derive(Debug, Clone)]
@@ -103,7 +118,46 @@ pub struct Config {
     pub agents: Vec<crate::agents::AgentTarget>,
     pub relay_url: Option<url::Url>,
     pub benchmark_token: Option<common::secret::Secret>,
+    /// TLS and bearer tokens of our own HTTP server.
+    pub http_security: common::http::ServerSecurity,
+    /// How to reach the agents and the relay: their CA and token.
+    pub components: Components,
     pub log_format: LogFormat,
+}
+
+/// How the exporter reaches etcd-monitor's own agents and relay over HTTP(S).
+#[derive(Debug, Clone, Default)]
+pub struct Components {
+    pub ca_pem: Option<Vec<u8>>,
+    pub token: Option<common::secret::Secret>,
+}
+
+impl Components {
+    /// An HTTP client for the agents and the relay, with `timeout` per request.
+    pub fn client(&self, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .no_proxy();
+        if let Some(ca) = &self.ca_pem {
+            b = b.tls_built_in_root_certs(false);
+            for cert in reqwest::Certificate::from_pem_bundle(ca)? {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        // The token was checked to be a valid header value at start.
+        let bearer = self.token.as_ref().and_then(|t| {
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.expose())).ok()
+        });
+        if let Some(mut value) = bearer {
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            b = b.default_headers(headers);
+        }
+        b.build()
+    }
 }
 
 fn invalid(flag: &'static str, message: impl Into<String>) -> ConfigError {
@@ -192,6 +246,54 @@ impl Config {
                 Some(common::secret::Secret::new(t.expose().trim()))
             }
         };
+        let mut http_security = args.server.load()?;
+        if let Some(b) = benchmark_token
+            .as_ref()
+            .filter(|_| !http_security.tokens.is_empty())
+        {
+            // The benchmark token grants reading too: one Authorization header cannot carry
+            // both tokens.
+            http_security.tokens.push(b.clone());
+        }
+        let components = Components {
+            ca_pem: match &args.monitor_cacert {
+                None => None,
+                Some(p) => {
+                    let pem = std::fs::read(p).map_err(|source| ConfigError::File {
+                        flag: "--monitor-cacert",
+                        path: p.clone(),
+                        source,
+                    })?;
+                    if reqwest::Certificate::from_pem_bundle(&pem).map_or(true, |c| c.is_empty()) {
+                        return Err(invalid(
+                            "--monitor-cacert",
+                            format!("{}: no PEM certificate in it", p.display()),
+                        ));
+                    }
+                    Some(pem)
+                }
+            },
+            token: match &args.monitor_token_file {
+                None => None,
+                Some(p) => {
+                    let t = common::secret::read_secret_file(p).map_err(|source| {
+                        ConfigError::File {
+                            flag: "--monitor-token-file",
+                            path: p.clone(),
+                            source,
+                        }
+                    })?;
+                    let t = t.expose().trim();
+                    if t.is_empty() || reqwest::header::HeaderValue::from_str(t).is_err() {
+                        return Err(invalid(
+                            "--monitor-token-file",
+                            format!("{}: empty, or not a valid header value", p.display()),
+                        ));
+                    }
+                    Some(common::secret::Secret::new(t))
+                }
+            },
+        };
         let member_timeout = etcd.command_timeout.min(args.interval.mul_f64(0.8));
         Ok(Config {
             etcd,
@@ -205,6 +307,8 @@ impl Config {
             agents,
             relay_url,
             benchmark_token,
+            http_security,
+            components,
             log_format: args.log_format,
         })
     }

@@ -41,10 +41,8 @@ pub async fn run(
         None => None,
         Some(u) => Some((
             u.clone(),
-            reqwest::Client::builder()
-                .use_rustls_tls()
-                .timeout(Duration::from_secs(5))
-                .build()
+            cfg.components
+                .client(Duration::from_secs(5))
                 .map_err(|e| anyhow::anyhow!("cannot build the HTTP client for the relay: {e}"))?,
         )),
     };
@@ -71,7 +69,8 @@ pub async fn run(
         interval = ?cfg.interval,
         "etcd-monitor started"
     );
-    let served = common::http::serve(listener, app, shutdown.clone()).await;
+    let served =
+        common::http::serve_secured(listener, app, &cfg.http_security, shutdown.clone()).await;
     shutdown.cancel();
     tasks.close();
     if tokio::time::timeout(Duration::from_secs(5), tasks.wait())

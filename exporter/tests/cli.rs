@@ -95,6 +95,51 @@ fn bad_interval_and_listen() {
 }
 
 #[test]
+fn bad_server_tls_and_token_files() {
+    let dir = tempfile::tempdir().expect("dir");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").expect("write");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").expect("write");
+    let junk = junk.to_str().expect("utf8");
+    let empty = empty.to_str().expect("utf8");
+    assert_config_error(
+        &["--tls-cert-file", junk],
+        &["--tls-key-file", "is required with --tls-cert-file"],
+    );
+    assert_config_error(
+        &["--tls-key-file", junk],
+        &["--tls-cert-file", "is required with --tls-key-file"],
+    );
+    assert_config_error(
+        &["--tls-cert-file", junk, "--tls-key-file", junk],
+        &["--tls-cert-file", junk],
+    );
+    assert_config_error(
+        &[
+            "--tls-cert-file",
+            "/nonexistent/c.pem",
+            "--tls-key-file",
+            junk,
+        ],
+        &["--tls-cert-file", "/nonexistent/c.pem"],
+    );
+    assert_config_error(
+        &["--auth-token-file", empty],
+        &["--auth-token-file", "empty"],
+    );
+    assert_config_error(
+        &["--auth-token-file", "/nonexistent/token"],
+        &["--auth-token-file", "/nonexistent/token"],
+    );
+    assert_config_error(&["--monitor-cacert", junk], &["--monitor-cacert", junk]);
+    assert_config_error(
+        &["--monitor-token-file", empty],
+        &["--monitor-token-file", "empty"],
+    );
+}
+
+#[test]
 fn environment_variables_are_read() {
     let out = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
         .env_clear()
@@ -125,7 +170,13 @@ fn help_explains_every_flag() {
         "--listen",
         "--interval",
         "--log-format",
+        "--tls-cert-file",
+        "--tls-key-file",
+        "--auth-token-file",
+        "--monitor-cacert",
+        "--monitor-token-file",
         "ETCD_MONITOR_ENDPOINTS",
+        "ETCD_MONITOR_TLS_CERT_FILE",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

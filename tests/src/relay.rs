@@ -143,19 +143,25 @@ pub struct RunningRelay {
 
 impl RunningRelay {
     pub async fn start(config_yaml: &str) -> Self {
+        Self::start_with_flags(config_yaml, &[]).await
+    }
+
+    /// Starts it with `extra` flags too (TLS, a token).
+    pub async fn start_with_flags(config_yaml: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("dir");
         let cfg = dir.path().join("relay.yml");
         std::fs::write(&cfg, config_yaml).expect("write config");
-        let args = alerting::Args::try_parse_from([
-            "etcd-monitor-relay",
-            "--config",
-            cfg.to_str().expect("utf8"),
-            "--data-dir",
-            dir.path().join("data").to_str().expect("utf8"),
-            "--max-body-bytes",
-            "65536",
-        ])
-        .expect("flags");
+        let mut argv = vec![
+            "etcd-monitor-relay".to_owned(),
+            "--config".to_owned(),
+            cfg.to_str().expect("utf8").to_owned(),
+            "--data-dir".to_owned(),
+            dir.path().join("data").to_str().expect("utf8").to_owned(),
+            "--max-body-bytes".to_owned(),
+            "65536".to_owned(),
+        ];
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let args = alerting::Args::try_parse_from(&argv).expect("flags");
         let config = alerting::Config::from_args(args).expect("valid config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

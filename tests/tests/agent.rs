@@ -334,5 +334,5 @@ async fn exporter_joins_three_agents_and_notices_one_going_away() {
         "etcd_monitor_collect_errors_total",
         &[("source", "agent")]
     )
-    .is_some());
+    .is_some_and(|v| v > 0.0));
 }
