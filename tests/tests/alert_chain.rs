@@ -429,11 +429,18 @@ routes:
         .await;
     }
     tokio::time::sleep(Duration::from_secs(40)).await;
+    // Chat may hear of frequent leader changes, and only of them: SIGTERM hands leadership
+    // over, three moves at most, but a restarted member that campaigns makes a fourth.
+    let chat: Vec<_> = slack
+        .requests()
+        .iter()
+        .filter_map(slack_subject)
+        .filter(|(_, w)| w != "EtcdFrequentLeaderChanges")
+        .collect();
     assert!(
-        pagerduty.requests().is_empty() && slack.requests().is_empty(),
-        "a rolling restart notified: PagerDuty {:?}, Slack {:?}",
+        pagerduty.requests().is_empty() && chat.is_empty(),
+        "a rolling restart notified: PagerDuty {:?}, Slack {chat:?}",
         pagerduty.requests(),
-        slack.requests()
     );
     let leader = cluster.wait_leader(Duration::from_secs(30)).await;
 
@@ -511,7 +518,11 @@ routes:
         eprintln!("chain: {what} resolved at Slack {d:.1?} after the restart");
     }
     // Whatever else fired on the way is resolved too, at the same receiver, and each
-    // PagerDuty resolve carries the dedup key of its trigger.
+    // PagerDuty resolve carries the dedup key of its trigger. Except the one alert that
+    // must outlive the members' return: SIGTERM hands leadership over, so the rolling
+    // restart may move the leader three times, and the election after the restart makes a
+    // fourth in 15 minutes, which EtcdFrequentLeaderChanges rightly reports until those
+    // 15 minutes have passed.
     wait_for(
         "a resolve for every trigger",
         Duration::from_secs(120),
@@ -520,7 +531,7 @@ routes:
                 .requests()
                 .iter()
                 .filter_map(slack_subject)
-                .filter(|(s, _)| s != "RESOLVED")
+                .filter(|(s, w)| s != "RESOLVED" && w != "EtcdFrequentLeaderChanges")
                 .map(|(_, w)| w)
                 .collect();
             let resolved: BTreeSet<String> = slack
