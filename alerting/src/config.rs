@@ -36,7 +36,7 @@ pub struct Args {
     /// Address to serve the ingest API, the read API and /metrics on.
     #[arg(
         long,
-        env = "ETCD_MONITOR_LISTEN",
+        env = "ETCD_MONITOR_RELAY_LISTEN",
         default_value = "0.0.0.0:9095",
         value_name = "ADDR:PORT"
     )]

@@ -123,6 +123,31 @@ async fn hook() -> Hook {
     }
 }
 
+/// The relay reads its own listen address from the environment, not the exporter's
+/// (`ETCD_MONITOR_LISTEN`), so one env file can serve both.
+#[test]
+fn listen_comes_from_its_own_env_var() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = dir.path().join("relay.yml");
+    std::fs::write(&cfg, "receivers:\n  - name: log\n    console: {}\n").expect("write");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_clear()
+        .env("ETCD_MONITOR_LISTEN", "the-exporters-address")
+        .env("ETCD_MONITOR_RELAY_LISTEN", "the-relays-address")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--listen") && err.contains("the-relays-address"),
+        "{err}"
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
