@@ -175,25 +175,57 @@ pub fn parse_endpoint(raw: &str, tls: bool) -> Result<Url, String> {
     Ok(url)
 }
 
+/// Reads the CA bundle given by `flag` and checks that it holds PEM certificates.
+pub fn read_ca_bundle(flag: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let pem = read_file(flag, path)?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ConfigError::Invalid {
+        flag,
+        message: format!("{} is not a PEM certificate: {e}", path.display()),
+    })?;
+    if certs.is_empty() {
+        return Err(ConfigError::Invalid {
+            flag,
+            message: format!("{} holds no PEM certificate", path.display()),
+        });
+    }
+    Ok(pem)
+}
+
+/// Reads the bearer token given by `flag`: surrounding whitespace trimmed, at least
+/// `min_len` characters, and usable in an `Authorization` header.
+pub fn read_token_file(
+    flag: &'static str,
+    path: &Path,
+    min_len: usize,
+) -> Result<Secret, ConfigError> {
+    let raw = read_secret_file(path).map_err(|source| ConfigError::File {
+        flag,
+        path: path.to_owned(),
+        source,
+    })?;
+    let token = raw.expose().trim();
+    let invalid = |what: &str| ConfigError::Invalid {
+        flag,
+        message: format!("{}: {what}", path.display()),
+    };
+    if token.is_empty() {
+        return Err(invalid("the token is empty"));
+    }
+    if token.len() < min_len {
+        return Err(invalid(&format!(
+            "the token must be at least {min_len} characters"
+        )));
+    }
+    if reqwest::header::HeaderValue::from_str(token).is_err() {
+        return Err(invalid("the token is not a valid header value"));
+    }
+    Ok(Secret::new(token))
+}
+
 impl EtcdConfig {
     pub fn from_args(args: &EtcdArgs) -> Result<Self, ConfigError> {
         let ca_pem = match &args.cacert {
-            Some(p) => {
-                let pem = read_file("--cacert", p)?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                    ConfigError::Invalid {
-                        flag: "--cacert",
-                        message: format!("{} is not a PEM certificate: {e}", p.display()),
-                    }
-                })?;
-                if certs.is_empty() {
-                    return Err(ConfigError::Invalid {
-                        flag: "--cacert",
-                        message: format!("{} holds no PEM certificate", p.display()),
-                    });
-                }
-                Some(pem)
-            }
+            Some(p) => Some(read_ca_bundle("--cacert", p)?),
             None => None,
         };
         let identity = match (&args.cert, &args.key) {
@@ -457,6 +489,30 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_files_are_trimmed_and_checked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).expect("write");
+            p
+        };
+        let ok = file("ok", "  s3cret-token \n");
+        assert_eq!(
+            read_token_file("--t", &ok, 1).expect("valid").expose(),
+            "s3cret-token"
+        );
+        let err = |p: &Path, min: usize| {
+            read_token_file("--t", p, min)
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(err(&ok, 16).contains("at least 16 characters"));
+        assert!(err(&file("empty", " \n"), 1).contains("empty"));
+        assert!(err(&file("ctl", "a\u{7}b"), 1).contains("header value"));
+        assert!(err(&dir.path().join("none"), 1).starts_with("--t: cannot read"));
+    }
 
     #[test]
     fn endpoints_accept_bare_and_scheme_forms() {

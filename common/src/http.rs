@@ -165,19 +165,10 @@ impl ServerSecurity {
                 Some(Arc::new(config))
             }
         };
-        let mut tokens = Vec::new();
-        if let (flag, Some(path)) = flags.token {
-            let token =
-                crate::secret::read_secret_file(path).map_err(|source| ConfigError::File {
-                    flag,
-                    path: path.to_owned(),
-                    source,
-                })?;
-            if token.expose().trim().is_empty() {
-                return Err(invalid(flag, format!("{} is empty", path.display())));
-            }
-            tokens.push(token);
-        }
+        let tokens = match flags.token {
+            (flag, Some(path)) => vec![crate::etcd::read_token_file(flag, path, 1)?],
+            (_, None) => Vec::new(),
+        };
         Ok(ServerSecurity { tls, tokens })
     }
 }

@@ -230,21 +230,11 @@ impl Config {
         };
         let benchmark_token = match &args.benchmark_token_file {
             None => None,
-            Some(p) => {
-                let t =
-                    common::secret::read_secret_file(p).map_err(|source| ConfigError::File {
-                        flag: "--benchmark-token-file",
-                        path: p.clone(),
-                        source,
-                    })?;
-                if t.expose().trim().len() < 16 {
-                    return Err(invalid(
-                        "--benchmark-token-file",
-                        format!("{}: the token must be at least 16 characters", p.display()),
-                    ));
-                }
-                Some(common::secret::Secret::new(t.expose().trim()))
-            }
+            Some(p) => Some(common::etcd::read_token_file(
+                "--benchmark-token-file",
+                p,
+                16,
+            )?),
         };
         let mut http_security = args.server.load()?;
         if let Some(b) = benchmark_token
@@ -258,40 +248,11 @@ impl Config {
         let components = Components {
             ca_pem: match &args.monitor_cacert {
                 None => None,
-                Some(p) => {
-                    let pem = std::fs::read(p).map_err(|source| ConfigError::File {
-                        flag: "--monitor-cacert",
-                        path: p.clone(),
-                        source,
-                    })?;
-                    if reqwest::Certificate::from_pem_bundle(&pem).map_or(true, |c| c.is_empty()) {
-                        return Err(invalid(
-                            "--monitor-cacert",
-                            format!("{}: no PEM certificate in it", p.display()),
-                        ));
-                    }
-                    Some(pem)
-                }
+                Some(p) => Some(common::etcd::read_ca_bundle("--monitor-cacert", p)?),
             },
             token: match &args.monitor_token_file {
                 None => None,
-                Some(p) => {
-                    let t = common::secret::read_secret_file(p).map_err(|source| {
-                        ConfigError::File {
-                            flag: "--monitor-token-file",
-                            path: p.clone(),
-                            source,
-                        }
-                    })?;
-                    let t = t.expose().trim();
-                    if t.is_empty() || reqwest::header::HeaderValue::from_str(t).is_err() {
-                        return Err(invalid(
-                            "--monitor-token-file",
-                            format!("{}: empty, or not a valid header value", p.display()),
-                        ));
-                    }
-                    Some(common::secret::Secret::new(t))
-                }
+                Some(p) => Some(common::etcd::read_token_file("--monitor-token-file", p, 1)?),
             },
         };
         let member_timeout = etcd.command_timeout.min(args.interval.mul_f64(0.8));

@@ -48,7 +48,8 @@ pub fn promtool(args: &[&str]) -> (i32, String) {
 /// A running Prometheus.
 pub struct RunningPrometheus {
     pub port: u16,
-    dir: tempfile::TempDir,
+    /// Its config and storage, removed when it is dropped.
+    _dir: tempfile::TempDir,
     http: reqwest::Client,
     _child: ChildGuard,
 }
@@ -60,7 +61,6 @@ impl RunningPrometheus {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("prometheus.yml");
         std::fs::write(&config, config_yaml).expect("write prometheus.yml");
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
         let port = crate::free_port();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
@@ -72,12 +72,12 @@ impl RunningPrometheus {
             .args(extra_args)
             .current_dir(dir.path())
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(Stdio::null())
             .spawn()
             .expect("prometheus (Debian package prometheus) must be installed");
         let p = RunningPrometheus {
             port,
-            dir,
+            _dir: dir,
             http: reqwest::Client::new(),
             _child: ChildGuard(child),
         };
@@ -146,13 +146,5 @@ impl RunningPrometheus {
         };
         let v: serde_json::Value = r.json().await.unwrap_or_default();
         v["data"]["alerts"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// The end of its log, for failure messages.
-    pub fn log_tail(&self) -> String {
-        let log =
-            std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 }

@@ -263,7 +263,8 @@ pub fn resolved(name: &str, severity: &str, member: &str) -> serde_json::Value {
     a
 }
 
-fn rfc3339(t: std::time::SystemTime) -> String {
+/// `t` in RFC 3339, as Prometheus writes `startsAt` and `endsAt`.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
         .expect("format a time")

@@ -184,17 +184,22 @@ async fn slack_400_is_a_permanent_failure_in_history() {
     assert_eq!(slack.requests().len(), 1, "not retried");
 }
 
+/// A relay whose one receiver is PagerDuty at the stand-in `pd`, routing key `R0UTINGKEY`.
+async fn pagerduty_relay(pd: &StandIn, dir: &std::path::Path) -> RunningRelay {
+    let key_file = secret_file(dir, "pd-key", "R0UTINGKEY");
+    RunningRelay::start(&format!(
+        "receivers:\n  - name: oncall\n    pagerduty:\n      routing_key_file: {key_file}\n      url: {}\n",
+        pd.url("/v2/enqueue")
+    ))
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagerduty_trigger_then_resolve_with_the_same_dedup_key() {
     tests::init_logs();
     let pd = StandIn::start().await;
     let dir = tempfile::tempdir().expect("dir");
-    let key_file = secret_file(dir.path(), "pd-key", "R0UTINGKEY");
-    let relay = RunningRelay::start(&format!(
-        "receivers:\n  - name: oncall\n    pagerduty:\n      routing_key_file: {key_file}\n      url: {}\n",
-        pd.url("/v2/enqueue")
-    ))
-    .await;
+    let relay = pagerduty_relay(&pd, dir.path()).await;
     relay
         .post(
             "/api/v2/alerts",
@@ -228,14 +233,7 @@ async fn a_firing_alert_whose_lease_runs_out_is_resolved() {
     tests::init_logs();
     let pd = StandIn::start().await;
     let dir = tempfile::tempdir().expect("dir");
-    let key = dir.path().join("key");
-    std::fs::write(&key, "R0UTINGKEY0123456789012345678901").expect("key");
-    let relay = RunningRelay::start(&format!(
-        "receivers:\n  - name: oncall\n    pagerduty:\n      routing_key_file: {}\n      url: {}\n",
-        key.display(),
-        pd.url("/v2/enqueue")
-    ))
-    .await;
+    let relay = pagerduty_relay(&pd, dir.path()).await;
     let mut alert = firing("EtcdNoLeader", "critical", "m1");
     let ends = std::time::SystemTime::now() + Duration::from_secs(3);
     alert["endsAt"] = json!(time::OffsetDateTime::from(ends)
