@@ -12,7 +12,9 @@ use common::secret::{read_secret_file, Secret};
 use common::telemetry::LogFormat;
 use serde::Deserialize;
 
-use crate::routing::{Matcher, Route, Router};
+use crate::inhibit::InhibitRule;
+use crate::matchers::{parse_matcher, MatchOp, Matcher};
+use crate::routing::{GroupBy, GroupSettings, Route, Router};
 
 /// etcd-monitor-relay: receives alerts from Prometheus (it speaks Alertmanager's API) and
 /// from Alertmanager webhooks, deduplicates and routes them, and delivers them to Slack,
@@ -33,18 +35,30 @@ pub struct Args {
     )]
     pub data_dir: PathBuf,
 
-    /// Address to serve the ingest API, the read API and /metrics on.
+    /// Address to serve the ingest API, the read API and /metrics on. A non-loopback
+    /// address needs --auth-token-file, or --allow-unauthenticated to say that anyone who
+    /// reaches it may page the on-call.
     #[arg(
         long,
         env = "ETCD_MONITOR_RELAY_LISTEN",
-        default_value = "0.0.0.0:9095",
+        default_value = "127.0.0.1:9095",
         value_name = "ADDR:PORT"
     )]
     pub listen: String,
 
+    /// Serve on a non-loopback address without --auth-token-file: anyone who reaches the
+    /// relay can then send and resolve pages and silence alerts.
+    #[arg(long, env = "ETCD_MONITOR_RELAY_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
     /// Largest request body accepted.
     #[arg(long, env = "ETCD_MONITOR_RELAY_MAX_BODY", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Most alerts kept at once (firing, and resolved ones not yet notified); new alerts
+    /// beyond it are refused with 503 until some resolve.
+    #[arg(long, env = "ETCD_MONITOR_RELAY_MAX_ALERTS", default_value_t = 10_000)]
+    pub max_alerts: usize,
 
     #[command(flatten)]
     pub server: ServerArgs,
@@ -52,7 +66,7 @@ pub struct Args {
     /// Log line format.
     #[arg(
         long,
-        env = "ETCD_MONITOR_LOG_FORMAT",
+        env = "ETCD_MONITOR_RELAY_LOG_FORMAT",
         value_enum,
         default_value = "text"
     )]
@@ -112,7 +126,8 @@ pub struct EmailConfig {
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
-    pub url: String,
+    /// A secret too: heartbeat and chat-ops URLs carry their credential in the path.
+    pub url: Secret,
     pub bearer_token: Option<Secret>,
 }
 
@@ -143,6 +158,9 @@ pub struct Receiver {
     pub kind: ReceiverKind,
     /// Least time between two deliveries to this receiver (Slack: about one a second).
     pub min_interval: Duration,
+    /// Whether the receiver hears resolutions (off for a dead man's switch, where any
+    /// call counts as a ping).
+    pub send_resolved: bool,
 }
 
 /// Retry policy for failed deliveries.
@@ -155,14 +173,70 @@ pub struct Retry {
 /// The validated file.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
+    /// The default `repeat_interval` of routes.
     pub dedup_window: Duration,
     pub max_delivery_age: Duration,
     pub retry: Retry,
     pub receivers: Vec<Receiver>,
     pub router: Router,
+    pub inhibit_rules: Vec<InhibitRule>,
 }
 
 impl RelayConfig {
+    /// The configuration as `GET /api/v2/status` shows it: receivers by name and kind,
+    /// routes and inhibition rules; never a URL, key or token.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(out, "receivers:");
+        for r in &self.receivers {
+            let _ = writeln!(out, "  - name: {:?}\n    kind: {}", r.name, r.kind.as_str());
+        }
+        let _ = writeln!(out, "routes:");
+        for route in self.router.routes() {
+            let names: Vec<&str> = route
+                .receivers
+                .iter()
+                .filter_map(|i| self.receivers.get(*i).map(|r| r.name.as_str()))
+                .collect();
+            let ms: Vec<String> = route
+                .matchers
+                .iter()
+                .map(|m| format!("{:?}", m.to_string()))
+                .collect();
+            let by = match &route.group.by {
+                GroupBy::All => "['...']".to_owned(),
+                GroupBy::Labels(l) => format!("{l:?}"),
+            };
+            let _ = writeln!(
+                out,
+                "  - matchers: [{}]\n    receivers: {names:?}\n    continue: {}\n    group_by: {by}\n    group_wait: {}\n    group_interval: {}\n    repeat_interval: {}",
+                ms.join(", "),
+                route.continue_,
+                humantime::format_duration(route.group.wait),
+                humantime::format_duration(route.group.interval),
+                humantime::format_duration(route.group.repeat),
+            );
+        }
+        let _ = writeln!(out, "inhibit_rules:");
+        for r in &self.inhibit_rules {
+            let f = |ms: &[Matcher]| -> String {
+                ms.iter()
+                    .map(|m| format!("{:?}", m.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "  - source_matchers: [{}]\n    target_matchers: [{}]\n    equal: {:?}",
+                f(&r.source),
+                f(&r.target),
+                r.equal
+            );
+        }
+        out
+    }
+
     /// The names of the receivers that `alert` is routed to.
     pub fn receivers_for(&self, alert: &crate::model::Alert) -> Vec<String> {
         self.router
@@ -177,9 +251,12 @@ impl RelayConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: RelayConfig,
+    /// Read again on SIGHUP.
+    pub config_path: PathBuf,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    pub max_alerts: usize,
     /// TLS and bearer token of the HTTP server (Prometheus sends the token with
     /// `authorization: {credentials_file: ...}` in its `alertmanagers` entry).
     pub http_security: common::http::ServerSecurity,
@@ -190,11 +267,28 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     dedup_window: Option<String>,
+    repeat_interval: Option<String>,
     max_delivery_age: Option<String>,
     retry: Option<RawRetry>,
+    group_by: Option<Vec<String>>,
+    group_wait: Option<String>,
+    group_interval: Option<String>,
     receivers: Vec<RawReceiver>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    #[serde(default)]
+    inhibit_rules: Vec<RawInhibit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInhibit {
+    #[serde(default)]
+    source_matchers: Vec<String>,
+    #[serde(default)]
+    target_matchers: Vec<String>,
+    #[serde(default)]
+    equal: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -209,6 +303,7 @@ struct RawRetry {
 struct RawReceiver {
     name: String,
     min_interval: Option<String>,
+    send_resolved: Option<bool>,
     slack: Option<RawSlack>,
     pagerduty: Option<RawPagerDuty>,
     email: Option<RawEmail>,
@@ -252,7 +347,9 @@ struct RawEmail {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWebhook {
-    url: String,
+    url: Option<String>,
+    url_file: Option<PathBuf>,
+    url_env: Option<String>,
     bearer_token_file: Option<PathBuf>,
     bearer_token_env: Option<String>,
 }
@@ -268,9 +365,15 @@ struct RawRoute {
     match_eq: BTreeMap<String, String>,
     #[serde(default)]
     match_re: BTreeMap<String, String>,
+    #[serde(default)]
+    matchers: Vec<String>,
     receivers: Vec<String>,
     #[serde(rename = "continue", default)]
     continue_: bool,
+    group_by: Option<Vec<String>>,
+    group_wait: Option<String>,
+    group_interval: Option<String>,
+    repeat_interval: Option<String>,
 }
 
 struct Ctx<'a> {
@@ -303,6 +406,43 @@ impl Ctx<'_> {
                 Ok(d)
             }
         }
+    }
+
+    /// A duration that may be zero (`group_wait: 0s` notifies at once).
+    fn duration_or_zero(
+        &self,
+        field: &str,
+        raw: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match raw {
+            None => Ok(default),
+            Some("0") => Ok(Duration::ZERO),
+            Some(s) => humantime::parse_duration(s)
+                .map_err(|e| self.err(field, format!("invalid duration {s:?}: {e}"))),
+        }
+    }
+
+    fn matchers(&self, field: &str, raw: &[String]) -> Result<Vec<Matcher>, ConfigError> {
+        raw.iter()
+            .enumerate()
+            .map(|(j, m)| {
+                parse_matcher(m).map_err(|e| self.err(format!("{field}[{j}]"), e.to_string()))
+            })
+            .collect()
+    }
+
+    fn group_by(&self, field: &str, raw: Vec<String>) -> Result<GroupBy, ConfigError> {
+        if raw.iter().any(|l| l == "...") {
+            if raw.len() > 1 {
+                return Err(self.err(field, "'...' groups by every label and stands alone"));
+            }
+            return Ok(GroupBy::All);
+        }
+        if let Some(l) = raw.iter().find(|l| l.is_empty()) {
+            return Err(self.err(field, format!("invalid label name {l:?}")));
+        }
+        Ok(GroupBy::Labels(raw))
     }
 
     /// A secret from `<name>_file` or `<name>_env` (exactly one).
@@ -374,21 +514,139 @@ fn http_url(ctx: &Ctx<'_>, field: &str, raw: &str) -> Result<String, ConfigError
     Ok(raw.to_owned())
 }
 
+/// Replaces `${VAR}` and `${VAR:-default}` in every string of `v` (`$$` is a literal
+/// `$`); `path` names the place for errors.
+fn expand_env(ctx: &Ctx<'_>, v: &mut serde_yaml_ng::Value, path: &str) -> Result<(), ConfigError> {
+    use serde_yaml_ng::Value;
+    match v {
+        Value::String(s) => {
+            if s.contains('$') {
+                *s = expand_str(s).map_err(|m| ctx.err(path, m))?;
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_env(ctx, item, &format!("{path}[{i}]"))?;
+            }
+        }
+        Value::Mapping(m) => {
+            for (k, item) in m.iter_mut() {
+                let key = k.as_str().unwrap_or("?");
+                let p = if path.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{path}.{key}")
+                };
+                expand_env(ctx, item, &p)?;
+            }
+        }
+        Value::Tagged(t) => expand_env(ctx, &mut t.value, path)?,
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+    Ok(())
+}
+
+/// Expands the variables of one string.
+pub fn expand_str(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unclosed ${{ in {s:?}"))?;
+            let inner = &body[..end];
+            let (name, default) = match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (inner, None),
+            };
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit());
+            if !valid {
+                return Err(format!("invalid variable name {name:?}"));
+            }
+            match (std::env::var(name), default) {
+                (Ok(v), Some(d)) if v.is_empty() => out.push_str(d),
+                (Ok(v), _) => out.push_str(&v),
+                (Err(_), Some(d)) => out.push_str(d),
+                (Err(_), None) => {
+                    return Err(format!(
+                        "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
+                    ))
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Reads, expands and validates `file`.
+pub fn load(file: &Path) -> Result<RelayConfig, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+        file: file.display().to_string(),
+        field: "--config".into(),
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(file, &text)
+}
+
 /// Parses and validates the YAML text of `file`.
 pub fn parse(file: &Path, text: &str) -> Result<RelayConfig, ConfigError> {
     let ctx = Ctx { file };
-    let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| {
+    let yaml_err = |e: serde_yaml_ng::Error| {
         let field = e
             .location()
             .map(|l| format!("line {} column {}", l.line(), l.column()))
             .unwrap_or_else(|| "document".into());
         ctx.err(field, e.to_string())
+    };
+    // Shape and types first, on the text as written, so errors carry a line.
+    serde_yaml_ng::from_str::<RawConfig>(text).map_err(yaml_err)?;
+    let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(yaml_err)?;
+    expand_env(&ctx, &mut value, "")?;
+    let raw: RawConfig = serde_yaml_ng::from_value(value).map_err(|e| {
+        ctx.err(
+            "document",
+            format!("after expanding environment variables: {e}"),
+        )
     })?;
     let dedup_window = ctx.duration(
         "dedup_window",
-        raw.dedup_window.as_deref(),
+        raw.repeat_interval
+            .as_deref()
+            .or(raw.dedup_window.as_deref()),
         Duration::from_secs(300),
     )?;
+    if raw.repeat_interval.is_some() && raw.dedup_window.is_some() {
+        return Err(ctx.err(
+            "repeat_interval",
+            "give repeat_interval or dedup_window (the same setting), not both",
+        ));
+    }
+    let defaults = GroupSettings {
+        by: ctx.group_by(
+            "group_by",
+            raw.group_by.unwrap_or_else(|| vec!["...".into()]),
+        )?,
+        wait: ctx.duration_or_zero("group_wait", raw.group_wait.as_deref(), Duration::ZERO)?,
+        interval: ctx.duration_or_zero(
+            "group_interval",
+            raw.group_interval.as_deref(),
+            Duration::ZERO,
+        )?,
+        repeat: dedup_window,
+    };
     let max_delivery_age = ctx.duration(
         "max_delivery_age",
         raw.max_delivery_age.as_deref(),
@@ -552,7 +810,18 @@ pub fn parse(file: &Path, text: &str) -> Result<RelayConfig, ConfigError> {
             )
         } else if let Some(w) = r.webhook {
             let f = format!("{field}.webhook");
-            let url = http_url(&ctx, &format!("{f}.url"), &w.url)?;
+            let url = match w.url {
+                Some(u) if w.url_file.is_none() && w.url_env.is_none() => Secret::new(u),
+                Some(_) => {
+                    return Err(ctx.err(&f, "give one of url, url_file and url_env"));
+                }
+                None => ctx
+                    .secret(&f, "url", w.url_file.as_deref(), w.url_env.as_deref(), true)?
+                    .ok_or_else(|| ctx.err(&f, "url, url_file or url_env is required"))?,
+            };
+            http_url(&ctx, &format!("{f}.url"), url.expose())
+                // The URL may carry a credential: never echo it.
+                .map_err(|_| ctx.err(format!("{f}.url"), "is not an http(s) URL"))?;
             let bearer_token = ctx.secret(
                 &f,
                 "bearer_token",
@@ -575,6 +844,7 @@ pub fn parse(file: &Path, text: &str) -> Result<RelayConfig, ConfigError> {
             name: r.name,
             kind,
             min_interval,
+            send_resolved: r.send_resolved.unwrap_or(true),
         });
     }
     let mut routes = Vec::new();
@@ -601,31 +871,43 @@ pub fn parse(file: &Path, text: &str) -> Result<RelayConfig, ConfigError> {
         }
         let mut matchers = Vec::new();
         for (k, v) in r.match_eq {
-            matchers.push(Matcher::Equal(k, v));
+            let m = Matcher::new(&k, MatchOp::Equal, &v)
+                .map_err(|e| ctx.err(format!("{field}.match.{k}"), e.to_string()))?;
+            matchers.push(m);
         }
         for (k, v) in r.match_re {
-            let re = regex::Regex::new(&format!("^(?:{v})$")).map_err(|e| {
-                // The regex crate draws a caret diagram over several lines; its last line
-                // says what is wrong.
-                let text = e.to_string();
-                let why = text
-                    .lines()
-                    .map(str::trim)
-                    .rfind(|l| !l.is_empty())
-                    .unwrap_or("invalid")
-                    .trim_start_matches("error: ")
-                    .to_owned();
-                ctx.err(
-                    format!("{field}.match_re.{k}"),
-                    format!("invalid regex {v:?}: {why}"),
-                )
-            })?;
-            matchers.push(Matcher::Regex(k, re));
+            let m = Matcher::new(&k, MatchOp::Regex, &v)
+                .map_err(|e| ctx.err(format!("{field}.match_re.{k}"), e.to_string()))?;
+            matchers.push(m);
         }
+        matchers.extend(ctx.matchers(&format!("{field}.matchers"), &r.matchers)?);
+        let group = GroupSettings {
+            by: match r.group_by {
+                Some(g) => ctx.group_by(&format!("{field}.group_by"), g)?,
+                None => defaults.by.clone(),
+            },
+            wait: ctx.duration_or_zero(
+                &format!("{field}.group_wait"),
+                r.group_wait.as_deref(),
+                defaults.wait,
+            )?,
+            interval: ctx.duration_or_zero(
+                &format!("{field}.group_interval"),
+                r.group_interval.as_deref(),
+                defaults.interval,
+            )?,
+            repeat: ctx.duration(
+                &format!("{field}.repeat_interval"),
+                r.repeat_interval.as_deref(),
+                defaults.repeat,
+            )?,
+        };
         routes.push(Route {
             matchers,
             receivers: targets,
             continue_: r.continue_,
+            group,
+            key: String::new(),
         });
     }
     if routes.is_empty() {
@@ -634,6 +916,25 @@ pub fn parse(file: &Path, text: &str) -> Result<RelayConfig, ConfigError> {
             matchers: Vec::new(),
             receivers: (0..receivers.len()).collect(),
             continue_: false,
+            group: defaults,
+            key: String::new(),
+        });
+    }
+    let mut inhibit_rules = Vec::new();
+    for (i, r) in raw.inhibit_rules.into_iter().enumerate() {
+        let field = format!("inhibit_rules[{i}]");
+        let source = ctx.matchers(&format!("{field}.source_matchers"), &r.source_matchers)?;
+        let target = ctx.matchers(&format!("{field}.target_matchers"), &r.target_matchers)?;
+        if source.is_empty() || target.is_empty() {
+            return Err(ctx.err(
+                &field,
+                "source_matchers and target_matchers are both required",
+            ));
+        }
+        inhibit_rules.push(InhibitRule {
+            source,
+            target,
+            equal: r.equal,
         });
     }
     Ok(RelayConfig {
@@ -642,6 +943,7 @@ pub fn parse(file: &Path, text: &str) -> Result<RelayConfig, ConfigError> {
         retry,
         receivers,
         router: Router::new(routes),
+        inhibit_rules,
     })
 }
 
@@ -652,12 +954,7 @@ impl Config {
             field: field.into(),
             message,
         };
-        let text = std::fs::read_to_string(&args.config).map_err(|e| ConfigError {
-            file: args.config.display().to_string(),
-            field: "--config".into(),
-            message: format!("cannot read: {e}"),
-        })?;
-        let file = parse(&args.config, &text)?;
+        let file = load(&args.config)?;
         let listen: SocketAddr = args.listen.parse().map_err(|e| {
             flag_err(
                 "--listen",
@@ -667,17 +964,103 @@ impl Config {
         if args.max_body_bytes < 1024 {
             return Err(flag_err("--max-body-bytes", "must be at least 1024".into()));
         }
+        if args.max_alerts == 0 {
+            return Err(flag_err("--max-alerts", "must be at least 1".into()));
+        }
         let http_security = args
             .server
             .load()
             .map_err(|e| flag_err(e.flag(), e.message()))?;
+        if !listen.ip().is_loopback()
+            && http_security.tokens.is_empty()
+            && !args.allow_unauthenticated
+        {
+            return Err(flag_err(
+                "--listen",
+                format!(
+                    "{listen} is reachable from other hosts and no --auth-token-file is given: \
+                     anyone could page the on-call or resolve live incidents; give \
+                     --auth-token-file, or --allow-unauthenticated to accept that"
+                ),
+            ));
+        }
         Ok(Config {
             file,
+            config_path: args.config,
             data_dir: args.data_dir,
             listen,
             http_security,
             max_body_bytes: args.max_body_bytes,
+            max_alerts: args.max_alerts,
             log_format: args.log_format,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_variables_expand_with_defaults_and_dollar_escapes() {
+        std::env::set_var("ETCD_MONITOR_RELAY_TEST_X", "value");
+        assert_eq!(
+            expand_str("a ${ETCD_MONITOR_RELAY_TEST_X} b").as_deref(),
+            Ok("a value b")
+        );
+        assert_eq!(
+            expand_str("${ETCD_MONITOR_RELAY_TEST_UNSET:-https://d.example}").as_deref(),
+            Ok("https://d.example")
+        );
+        assert_eq!(expand_str("cost $$5 $x").as_deref(), Ok("cost $5 $x"));
+        let e = expand_str("${ETCD_MONITOR_RELAY_TEST_UNSET}").expect_err("unset");
+        assert!(
+            e.contains("ETCD_MONITOR_RELAY_TEST_UNSET is not set"),
+            "{e}"
+        );
+        assert!(expand_str("${A-B}").is_err());
+        assert!(expand_str("${OPEN").is_err());
+    }
+
+    #[test]
+    fn grouping_defaults_and_per_route_settings() {
+        let cfg = parse(
+            Path::new("relay.yml"),
+            "group_wait: 10s\nrepeat_interval: 1h\nreceivers:\n  - name: log\n    console: {}\nroutes:\n  - matchers: ['severity=\"critical\"']\n    group_by: [cluster]\n    group_interval: 1m\n    receivers: [log]\n  - receivers: [log]\ninhibit_rules:\n  - source_matchers: ['alertname=\"A\"']\n    target_matchers: ['alertname=\"B\"']\n    equal: [cluster]\n",
+        )
+        .expect("valid");
+        let r = cfg.router.routes();
+        assert_eq!(r[0].group.by, GroupBy::Labels(vec!["cluster".into()]));
+        assert_eq!(r[0].group.wait, Duration::from_secs(10));
+        assert_eq!(r[0].group.interval, Duration::from_secs(60));
+        assert_eq!(r[0].group.repeat, Duration::from_secs(3600));
+        assert_eq!(r[1].group.by, GroupBy::All);
+        assert_eq!(r[1].group.interval, Duration::ZERO);
+        assert_eq!(cfg.inhibit_rules.len(), 1);
+    }
+
+    #[test]
+    fn bad_matchers_and_group_by_name_the_field() {
+        for (yaml, want) in [
+            (
+                "receivers: [{name: l, console: {}}]\nroutes: [{matchers: ['a~b'], receivers: [l]}]\n",
+                "routes[0].matchers[0]",
+            ),
+            (
+                "receivers: [{name: l, console: {}}]\nroutes: [{group_by: ['...', a], receivers: [l]}]\n",
+                "routes[0].group_by",
+            ),
+            (
+                "receivers: [{name: l, console: {}}]\ninhibit_rules: [{source_matchers: ['a=\"b\"']}]\n",
+                "inhibit_rules[0]",
+            ),
+            (
+                "receivers: [{name: l, webhook: {url: '${ETCD_MONITOR_RELAY_TEST_NOPE}'}}]\n",
+                "receivers[0].webhook.url",
+            ),
+        ] {
+            let e = parse(Path::new("relay.yml"), yaml).expect_err(yaml);
+            assert!(e.to_string().contains(want), "{e} lacks {want}");
+        }
     }
 }

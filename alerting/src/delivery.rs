@@ -4,6 +4,7 @@
 //! says, if longer); a delivery older than `max_delivery_age` is given up and recorded as
 //! failed. The outbox is the only state, so a restarted relay picks up where it stopped.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -65,6 +66,10 @@ pub fn classify(
     }
 }
 
+/// The longest a worker sleeps without looking at the outbox: a wake-up lost (a client
+/// gone after the commit, a crash of a task) delays a delivery by this much at most.
+pub const POLL: Duration = Duration::from_secs(2);
+
 /// Runs the worker of one receiver until `shutdown`.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_worker(
@@ -79,11 +84,29 @@ pub async fn run_worker(
 ) {
     let name = receiver.name.clone();
     let mut last_sent: Option<tokio::time::Instant> = None;
+    // Attempts whose outcome could not be recorded (the disk was full): they are not sent
+    // again while the relay runs, and their outcome is recorded once the store can.
+    let mut unrecorded: HashMap<u64, (AttemptResult, i64)> = HashMap::new();
     loop {
+        if !unrecorded.is_empty() {
+            let s = store.clone();
+            let (n, pending) = (name.clone(), std::mem::take(&mut unrecorded));
+            unrecorded = tokio::task::spawn_blocking(move || {
+                pending
+                    .into_iter()
+                    .filter(|(id, (r, at))| s.settle(&n, *id, r, *at).is_err())
+                    .collect()
+            })
+            .await
+            .unwrap_or_default();
+        }
         let s = store.clone();
         let n = name.clone();
         let pending = match tokio::task::spawn_blocking(move || s.pending(&n)).await {
-            Ok(Ok(p)) => p,
+            Ok(Ok((p, quarantined))) => {
+                metrics.quarantined.inc_by(quarantined);
+                p
+            }
             Ok(Err(e)) => {
                 tracing::error!(receiver = %name, error = %e, "cannot read the outbox");
                 Vec::new()
@@ -96,17 +119,25 @@ pub async fn run_worker(
         metrics.set_queue_depth(&name, pending.len() as i64);
         let now = now_ms();
         // Everything due now goes out in one pass over this read of the outbox (a
-        // backlog costs one read, not one per delivery); new arrivals wait for the next.
-        let due: Vec<Delivery> = pending
+        // backlog costs one read, not one per delivery), most urgent first; new arrivals
+        // wait for the next pass.
+        let mut due: Vec<Delivery> = pending
             .iter()
-            .filter(|d| d.next_attempt_at_ms <= now)
+            .filter(|d| d.next_attempt_at_ms <= now && !unrecorded.contains_key(&d.id))
             .cloned()
             .collect();
+        due.sort_by_key(|d| (d.priority, d.id));
         if due.is_empty() {
-            let next = pending.iter().map(|d| d.next_attempt_at_ms).min();
-            let sleep = next.map_or(Duration::from_secs(3600), |t| {
-                Duration::from_millis(t.saturating_sub(now).max(0) as u64)
-            });
+            let next = pending
+                .iter()
+                .filter(|d| !unrecorded.contains_key(&d.id))
+                .map(|d| d.next_attempt_at_ms)
+                .min();
+            let sleep = next
+                .map_or(POLL, |t| {
+                    Duration::from_millis(t.saturating_sub(now).max(0) as u64)
+                })
+                .min(POLL);
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = wake.notified() => {}
@@ -125,7 +156,7 @@ pub async fn run_worker(
             last_sent = Some(tokio::time::Instant::now());
             let res = tokio::select! {
                 () = shutdown.cancelled() => return,
-                r = notifier.send(Notification { receiver: &name, status: d.status, alert: &d.alert }) => r,
+                r = notifier.send(Notification { receiver: &name, n: &d.notification }) => r,
             };
             let now = now_ms();
             let outcome = classify(&d, res, &retry, max_age, now);
@@ -150,14 +181,17 @@ pub async fn run_worker(
                 }
             }
             let s = store.clone();
-            let id = d.id;
-            match tokio::task::spawn_blocking(move || s.settle(id, &outcome, now)).await {
+            let (id, n, o) = (d.id, name.clone(), outcome.clone());
+            match tokio::task::spawn_blocking(move || s.settle(&n, id, &o, now)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    tracing::error!(receiver = %name, error = %e, "cannot record a delivery outcome");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tracing::error!(receiver = %name, id, error = %e, "cannot record a delivery outcome; it will not be sent again");
+                    unrecorded.insert(id, (outcome, now));
                 }
-                Err(e) => tracing::error!(receiver = %name, error = %e, "outbox write task failed"),
+                Err(e) => {
+                    tracing::error!(receiver = %name, id, error = %e, "outbox write task failed");
+                    unrecorded.insert(id, (outcome, now));
+                }
             }
         }
     }
@@ -167,7 +201,7 @@ pub async fn run_worker(
 mod tests {
     use super::*;
     use crate::model::Status;
-    use crate::notify::fixtures::alert;
+    use crate::notify::fixtures::group;
 
     const RETRY: Retry = Retry {
         initial_backoff: Duration::from_secs(1),
@@ -178,8 +212,8 @@ mod tests {
         Delivery {
             id: 1,
             receiver: "r".into(),
-            status: Status::Firing,
-            alert: alert(Status::Firing),
+            notification: group(Status::Firing),
+            priority: 0,
             created_at_ms: created,
             next_attempt_at_ms: created,
             attempts,

@@ -39,6 +39,17 @@ pub struct Metrics {
     pub notifications: Family<OutcomeLabels, Counter>,
     pub queue_depth: Family<ReceiverLabel, Gauge>,
     pub delivery_latency: Family<ReceiverLabel, Histogram, fn() -> Histogram>,
+    pub superseded: Counter,
+    pub quarantined: Counter,
+    pub store_healthy: Gauge,
+    pub alerts: Gauge,
+    pub reload_success: Gauge,
+    pub reloads: Family<OutcomeOnly, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeOnly {
+    pub outcome: String,
 }
 
 impl Metrics {
@@ -50,7 +61,50 @@ impl Metrics {
             notifications: Family::default(),
             queue_depth: Family::default(),
             delivery_latency: Family::new_with_constructor(latency_histogram),
+            superseded: Counter::default(),
+            quarantined: Counter::default(),
+            store_healthy: Gauge::default(),
+            alerts: Gauge::default(),
+            reload_success: Gauge::default(),
+            reloads: Family::default(),
         };
+        m.store_healthy.set(1);
+        m.reload_success.set(1);
+        for outcome in ["success", "failure"] {
+            let _ = m.reloads.get_or_create(&OutcomeOnly {
+                outcome: outcome.into(),
+            });
+        }
+        registry.register(
+            "etcd_monitor_relay_notifications_superseded",
+            "Queued notifications replaced by a newer one of the same group before they went out",
+            m.superseded.clone(),
+        );
+        registry.register(
+            "etcd_monitor_relay_records_quarantined",
+            "Unreadable records moved out of the way (corrupt, or from a newer relay)",
+            m.quarantined.clone(),
+        );
+        registry.register(
+            "etcd_monitor_relay_store_healthy",
+            "1 while the data directory accepts writes, 0 after a failed write until it recovers",
+            m.store_healthy.clone(),
+        );
+        registry.register(
+            "etcd_monitor_relay_alerts",
+            "Alerts held: firing, and resolved ones not yet notified",
+            m.alerts.clone(),
+        );
+        registry.register(
+            "etcd_monitor_relay_config_last_reload_successful",
+            "1 if the last configuration reload succeeded",
+            m.reload_success.clone(),
+        );
+        registry.register(
+            "etcd_monitor_relay_config_reloads",
+            "Configuration reloads (SIGHUP or POST /-/reload) by outcome",
+            m.reloads.clone(),
+        );
         registry.register(
             "etcd_monitor_relay_alerts_received",
             "Alerts accepted, by ingest endpoint",
@@ -89,20 +143,25 @@ impl Metrics {
             let _ = m.received.get_or_create(&l);
             let _ = m.rejected.get_or_create(&l);
         }
+        m.add_receivers(receivers);
+        m
+    }
+
+    /// Creates the per-receiver series at 0, so that rates see the first event.
+    pub fn add_receivers(&self, receivers: &[String]) {
         for r in receivers {
             let l = ReceiverLabel {
                 receiver: r.clone(),
             };
-            m.queue_depth.get_or_create(&l).set(0);
-            let _ = m.delivery_latency.get_or_create(&l);
+            self.queue_depth.get_or_create(&l).set(0);
+            let _ = self.delivery_latency.get_or_create(&l);
             for outcome in ["delivered", "retried", "failed"] {
-                let _ = m.notifications.get_or_create(&OutcomeLabels {
+                let _ = self.notifications.get_or_create(&OutcomeLabels {
                     receiver: r.clone(),
                     outcome: outcome.into(),
                 });
             }
         }
-        m
     }
 
     fn outcome(&self, receiver: &str, outcome: &str) {

@@ -66,6 +66,65 @@ impl Alert {
     }
 }
 
+/// One notification of a group to one receiver: every alert of the group the receiver
+/// should hear about, firing first. The group is firing while any alert in it fires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupNotification {
+    pub group_key: String,
+    pub group_labels: Labels,
+    pub status: Status,
+    pub alerts: Vec<Alert>,
+}
+
+impl GroupNotification {
+    pub fn firing(&self) -> impl Iterator<Item = &Alert> {
+        self.alerts.iter().filter(|a| a.status == Status::Firing)
+    }
+
+    pub fn resolved(&self) -> impl Iterator<Item = &Alert> {
+        self.alerts.iter().filter(|a| a.status == Status::Resolved)
+    }
+
+    /// The labels every alert shares (Alertmanager's `commonLabels`).
+    pub fn common_labels(&self) -> Labels {
+        common(self.alerts.iter().map(|a| &a.labels))
+    }
+
+    /// The annotations every alert shares.
+    pub fn common_annotations(&self) -> Labels {
+        common(self.alerts.iter().map(|a| &a.annotations))
+    }
+
+    /// The distinct alert names, in order of appearance.
+    pub fn alertnames(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for a in &self.alerts {
+            if !out.contains(&a.name()) {
+                out.push(a.name());
+            }
+        }
+        out
+    }
+
+    /// A stable key for the group, for receivers that want a short one (PagerDuty's
+    /// `dedup_key`).
+    pub fn group_hash(&self) -> String {
+        let key: Labels = [("group".to_owned(), self.group_key.clone())].into();
+        fingerprint(&key)
+    }
+}
+
+fn common<'a>(mut sets: impl Iterator<Item = &'a Labels>) -> Labels {
+    let Some(first) = sets.next() else {
+        return Labels::new();
+    };
+    let mut out = first.clone();
+    for s in sets {
+        out.retain(|k, v| s.get(k) == Some(v));
+    }
+    out
+}
+
 /// FNV-1a 64 over the sorted label pairs, each name and value followed by 0xff: the
 /// same identity Alertmanager gives a label set.
 pub fn fingerprint(labels: &Labels) -> String {
@@ -92,8 +151,8 @@ pub fn fingerprint(labels: &Labels) -> String {
 #[error("{0}")]
 pub struct InvalidPayload(pub String);
 
+/// Fields beyond these are ignored, as Alertmanager ignores them.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 struct PostableAlert {
     labels: Option<Labels>,
@@ -143,27 +202,58 @@ pub fn parse_time(s: &str) -> Result<Option<i64>, String> {
     Ok(Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
 }
 
+/// Most label pairs an alert may carry.
+pub const MAX_LABELS: usize = 64;
+/// Longest label name, in bytes.
+pub const MAX_LABEL_NAME: usize = 256;
+/// Longest label value, in bytes.
+pub const MAX_LABEL_VALUE: usize = 4096;
+/// Most bytes of annotations (names and values) one alert may carry.
+pub const MAX_ANNOTATIONS_BYTES: usize = 32 * 1024;
+
+/// Checks an alert's labels as Alertmanager does (at least one pair, names non-empty
+/// UTF-8, as Prometheus 3 allows), within the size caps above. An empty value means the
+/// label is absent, as in Prometheus, and is dropped.
 fn validate_labels(labels: Option<Labels>, at: &str) -> Result<Labels, InvalidPayload> {
-    let labels = labels.ok_or_else(|| InvalidPayload(format!("{at}: missing \"labels\"")))?;
+    let mut labels = labels.ok_or_else(|| InvalidPayload(format!("{at}: missing \"labels\"")))?;
+    labels.retain(|_, v| !v.is_empty());
     if labels.is_empty() {
         return Err(InvalidPayload(format!("{at}: \"labels\" is empty")));
     }
+    if labels.len() > MAX_LABELS {
+        return Err(InvalidPayload(format!(
+            "{at}: {} labels; at most {MAX_LABELS}",
+            labels.len()
+        )));
+    }
     for (k, v) in &labels {
-        let valid = !k.is_empty()
-            && k.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            return Err(InvalidPayload(format!("{at}: invalid label name {k:?}")));
+        if k.is_empty() {
+            return Err(InvalidPayload(format!("{at}: invalid label name \"\"")));
         }
-        if v.is_empty() {
+        if k.len() > MAX_LABEL_NAME {
             return Err(InvalidPayload(format!(
-                "{at}: label {k:?} has an empty value"
+                "{at}: label name of {} bytes; at most {MAX_LABEL_NAME}",
+                k.len()
+            )));
+        }
+        if v.len() > MAX_LABEL_VALUE {
+            return Err(InvalidPayload(format!(
+                "{at}: label {k:?} has a value of {} bytes; at most {MAX_LABEL_VALUE}",
+                v.len()
             )));
         }
     }
     Ok(labels)
+}
+
+fn validate_annotations(annotations: &Labels, at: &str) -> Result<(), InvalidPayload> {
+    let size: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_ANNOTATIONS_BYTES {
+        return Err(InvalidPayload(format!(
+            "{at}: annotations of {size} bytes; at most {MAX_ANNOTATIONS_BYTES}"
+        )));
+    }
+    Ok(())
 }
 
 fn status_at(ends_at: Option<&str>, now: SystemTime, at: &str) -> Result<Status, InvalidPayload> {
@@ -187,21 +277,44 @@ fn check_time(s: &Option<String>, at: &str, field: &str) -> Result<(), InvalidPa
     Ok(())
 }
 
-/// Parses `POST /api/v2/alerts` (a JSON array of postable alerts).
-pub fn parse_v2(body: &[u8], now: SystemTime) -> Result<Vec<Alert>, InvalidPayload> {
-    let raw: Vec<PostableAlert> = serde_json::from_slice(body)
-        .map_err(|e| InvalidPayload(format!("invalid alerts array: {e}")))?;
-    if raw.len() > MAX_ALERTS {
+/// A parsed request: the valid alerts, and one message per invalid one. As Alertmanager
+/// does, the valid alerts of a request are kept even when others in it are refused.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub alerts: Vec<Alert>,
+    pub invalid: Vec<InvalidPayload>,
+}
+
+impl Parsed {
+    fn push(&mut self, r: Result<Alert, InvalidPayload>) {
+        match r {
+            Ok(a) => self.alerts.push(a),
+            Err(e) => self.invalid.push(e),
+        }
+    }
+}
+
+fn check_count(n: usize) -> Result<(), InvalidPayload> {
+    if n > MAX_ALERTS {
         return Err(InvalidPayload(format!(
-            "{} alerts in one request; at most {MAX_ALERTS}",
-            raw.len()
+            "{n} alerts in one request; at most {MAX_ALERTS}"
         )));
     }
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let at = format!("alert {i}");
+    Ok(())
+}
+
+/// Parses `POST /api/v2/alerts` (a JSON array of postable alerts). `Err` when the body as
+/// a whole is unusable; otherwise each alert is valid or named in [`Parsed::invalid`].
+pub fn parse_v2(body: &[u8], now: SystemTime) -> Result<Parsed, InvalidPayload> {
+    let raw: Vec<PostableAlert> = serde_json::from_slice(body)
+        .map_err(|e| InvalidPayload(format!("invalid alerts array: {e}")))?;
+    check_count(raw.len())?;
+    let mut out = Parsed::default();
+    for (i, a) in raw.into_iter().enumerate() {
+        let at = format!("alert {i}");
+        out.push((|| {
             let labels = validate_labels(a.labels, &at)?;
+            validate_annotations(&a.annotations, &at)?;
             check_time(&a.starts_at, &at, "startsAt")?;
             let status = status_at(a.ends_at.as_deref(), now, &at)?;
             Ok(Alert::new(
@@ -212,12 +325,14 @@ pub fn parse_v2(body: &[u8], now: SystemTime) -> Result<Vec<Alert>, InvalidPaylo
                 a.generator_url,
                 status,
             ))
-        })
-        .collect()
+        })());
+    }
+    Ok(out)
 }
 
-/// Parses `POST /api/v1/alertmanager` (an Alertmanager webhook payload, version 4).
-pub fn parse_webhook(body: &[u8], now: SystemTime) -> Result<Vec<Alert>, InvalidPayload> {
+/// Parses `POST /api/v1/alertmanager` (an Alertmanager webhook payload, version 4), as
+/// [`parse_v2`] does.
+pub fn parse_webhook(body: &[u8], now: SystemTime) -> Result<Parsed, InvalidPayload> {
     let p: WebhookPayload = serde_json::from_slice(body)
         .map_err(|e| InvalidPayload(format!("invalid webhook payload: {e}")))?;
     match p.version.as_deref() {
@@ -232,23 +347,17 @@ pub fn parse_webhook(body: &[u8], now: SystemTime) -> Result<Vec<Alert>, Invalid
     let alerts = p
         .alerts
         .ok_or_else(|| InvalidPayload("missing \"alerts\"".into()))?;
-    if alerts.len() > MAX_ALERTS {
-        return Err(InvalidPayload(format!(
-            "{} alerts in one request; at most {MAX_ALERTS}",
-            alerts.len()
-        )));
-    }
-    alerts
-        .into_iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let at = format!("alerts[{i}]");
+    check_count(alerts.len())?;
+    let mut out = Parsed::default();
+    for (i, a) in alerts.into_iter().enumerate() {
+        let at = format!("alerts[{i}]");
+        out.push((|| {
             let labels = validate_labels(a.labels, &at)?;
+            validate_annotations(&a.annotations, &at)?;
             check_time(&a.starts_at, &at, "startsAt")?;
             let status = match a.status.as_deref() {
                 Some("resolved") => Status::Resolved,
-                Some("firing") => status_at(a.ends_at.as_deref(), now, &at)?,
-                None => status_at(a.ends_at.as_deref(), now, &at)?,
+                Some("firing") | None => status_at(a.ends_at.as_deref(), now, &at)?,
                 Some(other) => {
                     return Err(InvalidPayload(format!(
                         "{at}: status {other:?} is neither \"firing\" nor \"resolved\""
@@ -263,8 +372,9 @@ pub fn parse_webhook(body: &[u8], now: SystemTime) -> Result<Vec<Alert>, Invalid
                 a.generator_url,
                 status,
             ))
-        })
-        .collect()
+        })());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -300,7 +410,7 @@ mod tests {
           {"labels":{"alertname":"EtcdNoLeader","severity":"critical","member":"m2"},
            "startsAt":"2027-01-15T07:00:00Z","endsAt":"2027-01-15T08:10:00.123+01:00"}
         ]"#;
-        let alerts = parse_v2(body, now()).expect("parse");
+        let alerts = parse_v2(body, now()).expect("parse").alerts;
         assert_eq!(alerts.len(), 2);
         assert_eq!(alerts[0].status, Status::Firing);
         assert_eq!(alerts[0].name(), "EtcdNoLeader");
@@ -314,7 +424,7 @@ mod tests {
           "alerts":[{"status":"firing","labels":{"alertname":"X"},"annotations":{},
           "startsAt":"2027-01-15T08:00:00Z","endsAt":"0001-01-01T00:00:00Z","fingerprint":"abc"},
           {"status":"resolved","labels":{"alertname":"Y"},"startsAt":"2027-01-15T08:00:00Z","endsAt":"2027-01-15T08:05:00Z"}]}"#;
-        let alerts = parse_webhook(body, now()).expect("parse");
+        let alerts = parse_webhook(body, now()).expect("parse").alerts;
         assert_eq!(alerts[0].status, Status::Firing);
         assert_eq!(alerts[1].status, Status::Resolved);
     }
@@ -324,22 +434,69 @@ mod tests {
         for (body, want) in [
             (&b"{not json"[..], "invalid alerts array"),
             (br#"{"labels":{}}"#, "invalid alerts array"),
-            (br#"[{"annotations":{}}]"#, "alert 0: missing \"labels\""),
-            (br#"[{"labels":{}}]"#, "alert 0: \"labels\" is empty"),
             (br#"[{"labels":{"a":1}}]"#, "invalid alerts array"),
-            (br#"[{"labels":{"9x":"v"}}]"#, "invalid label name"),
-            (
-                br#"[{"labels":{"a":"v"},"endsAt":"yesterday"}]"#,
-                "alert 0: endsAt",
-            ),
-            (br#"[{"labels":{"a":"v"},"colour":"red"}]"#, "unknown field"),
         ] {
             let err = parse_v2(body, now()).expect_err(std::str::from_utf8(body).unwrap_or("?"));
             assert!(err.0.contains(want), "{err} lacks {want}");
+        }
+        let long = "v".repeat(MAX_LABEL_VALUE + 1);
+        for (body, want) in [
+            (
+                r#"[{"annotations":{}}]"#.to_owned(),
+                "alert 0: missing \"labels\"",
+            ),
+            (
+                r#"[{"labels":{}}]"#.to_owned(),
+                "alert 0: \"labels\" is empty",
+            ),
+            (
+                r#"[{"labels":{"a":""}}]"#.to_owned(),
+                "alert 0: \"labels\" is empty",
+            ),
+            (r#"[{"labels":{"":"v"}}]"#.to_owned(), "invalid label name"),
+            (
+                format!(r#"[{{"labels":{{"a":"{long}"}}}}]"#),
+                "at most 4096",
+            ),
+            (
+                r#"[{"labels":{"a":"v"},"endsAt":"yesterday"}]"#.to_owned(),
+                "alert 0: endsAt",
+            ),
+        ] {
+            let p = parse_v2(body.as_bytes(), now()).expect("the array parses");
+            assert!(p.alerts.is_empty(), "{body}");
+            assert!(
+                p.invalid[0].0.contains(want),
+                "{} lacks {want}",
+                p.invalid[0]
+            );
         }
         let err = parse_webhook(br#"{"version":"3","alerts":[]}"#, now()).expect_err("v3");
         assert!(err.0.contains("version"), "{err}");
         let err = parse_webhook(br#"{"version":"4"}"#, now()).expect_err("no alerts");
         assert!(err.0.contains("alerts"), "{err}");
+    }
+
+    /// What Alertmanager accepts: unknown fields, UTF-8 label names (Prometheus 3), and
+    /// a batch whose valid alerts are kept when one is refused.
+    #[test]
+    fn accepts_what_alertmanager_accepts() {
+        let body = r#"[
+          {"labels":{"alertname":"A","service.name":"ünïcode","empty":""},"colour":"red"},
+          {"labels":{}},
+          {"labels":{"alertname":"B"},"annotations":{"x":"y"},"futureField":{"n":1}}
+        ]"#;
+        let p = parse_v2(body.as_bytes(), now()).expect("parse");
+        assert_eq!(p.alerts.len(), 2);
+        assert_eq!(p.invalid.len(), 1);
+        assert!(p.invalid[0].0.starts_with("alert 1:"), "{}", p.invalid[0]);
+        assert_eq!(
+            p.alerts[0].labels.get("service.name").map(String::as_str),
+            Some("ünïcode")
+        );
+        assert!(
+            !p.alerts[0].labels.contains_key("empty"),
+            "an empty value is no label"
+        );
     }
 }

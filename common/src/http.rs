@@ -1,21 +1,90 @@
 //! Serving an axum router on a bound listener until a shutdown token fires, with the drain
 //! bounded so that a stuck client cannot hold the process open; optionally over TLS and
 //! behind a bearer token ([`ServerSecurity`], [`serve_secured`]).
+//!
+//! The daemons answer clients we do not control, so no client may hold a connection for
+//! long without making progress, and the number of connections is bounded
+//! ([`ServerLimits`]):
+//! - at most `max_connections` connections are open at once. A slot is taken before
+//!   `accept`, so while all are taken the server accepts nothing and new clients wait in
+//!   the kernel's listen backlog, to be served in turn as slots free up;
+//! - each connection is one task that holds its slot until it ends. Over TLS, the handshake
+//!   runs in that task, bounded by `handshake_timeout`, so a silent client holds up no one;
+//! - a connection has `header_read_timeout` to deliver a complete request head, counted
+//!   from accept and, on a keep-alive connection, from the end of the previous response.
+//!   hyper arms this one timer whenever it waits for a request head, so it is also the idle
+//!   keep-alive timeout;
+//! - when shutdown fires, the server stops accepting, idle connections close at once,
+//!   requests in flight get [`DRAIN_TIMEOUT`] to finish, and what remains is dropped.
+//!
+//! Handlers can extract the caller's address as `ConnectInfo<SocketAddr>`.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinError, JoinSet};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 
 use crate::secret::Secret;
 
 /// How long in-flight requests get to finish after shutdown begins.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a connection may take to deliver a complete request head, counted from accept
+/// and, on a keep-alive connection, from the end of the previous response; so this is
+/// also the idle keep-alive timeout (hyper has one timer for both). 20 s: longer than the
+/// 5-15 s between two Prometheus scrapes, so a scraper keeps its connection from one
+/// scrape to the next; short enough that a client that sends nothing, or trickles a header
+/// (slowloris), frees its slot soon.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How many connections are served at once. Our clients are a few Prometheus servers, the
+/// exporter and operators, a handful of connections; 512 leaves room for bursts and keeps
+/// memory (a task and buffers of some KiB each) and file descriptors (with etcd
+/// connections, under the usual soft limit of 1024) bounded whatever clients do.
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// How long a client gets to finish its TLS handshake: a few round trips and some
+/// public-key arithmetic take well under a second, even across a continent.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The pause after a failed `accept` (out of file descriptors and the like): the failure
+/// would come back at once, so retrying without a pause would spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(200);
+
+/// The limits of one server; [`Default`] gives [`HEADER_READ_TIMEOUT`],
+/// [`MAX_CONNECTIONS`] and [`HANDSHAKE_TIMEOUT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// The time to deliver a complete request head, also the keep-alive idle timeout.
+    pub header_read_timeout: Duration,
+    /// Connections served at once (at least 1).
+    pub max_connections: usize,
+    /// The time to finish a TLS handshake.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
+}
 
 /// Binds `addr`, naming the address in the error.
 pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
@@ -31,29 +100,178 @@ pub async fn serve(
     router: axum::Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let signal = shutdown.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-        signal.cancelled().await;
-    });
-    drain_bounded(server, shutdown).await
+    let security = ServerSecurity::default();
+    serve_with_limits(
+        listener,
+        router,
+        &security,
+        ServerLimits::default(),
+        shutdown,
+    )
+    .await
 }
 
-/// Runs `server` until it ends, or until [`DRAIN_TIMEOUT`] after `shutdown`.
-async fn drain_bounded(
-    server: impl IntoFuture<Output = std::io::Result<()>>,
+/// Serves `router` as [`serve`] does, behind `security`: requests without an accepted
+/// bearer token get 401 (but `/health`), and connections speak TLS when it is configured.
+pub async fn serve_secured(
+    listener: TcpListener,
+    router: axum::Router,
+    security: &ServerSecurity,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let server = server.into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        res = &mut server => res,
-        () = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(DRAIN_TIMEOUT).await;
-        } => {
-            tracing::warn!("HTTP drain timed out, closing remaining connections");
-            Ok(())
+    serve_with_limits(
+        listener,
+        router,
+        security,
+        ServerLimits::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `router` as [`serve_secured`] does, within `limits` instead of the defaults.
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    router: axum::Router,
+    security: &ServerSecurity,
+    limits: ServerLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let router = if security.tokens.is_empty() {
+        router
+    } else {
+        let tokens = Arc::new(security.tokens.clone());
+        router.layer(axum::middleware::from_fn(move |req, next| {
+            require_bearer(tokens.clone(), req, next)
+        }))
+    };
+    let tls = security.tls.clone().map(TlsAcceptor::from);
+    let slots = Arc::new(Semaphore::new(
+        limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let mut connections = JoinSet::new();
+    loop {
+        // A slot first, then accept: while every slot is taken, new clients queue in the
+        // listen backlog instead of being accepted and dropped.
+        let slot = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            Some(ended) = connections.join_next() => {
+                report_panic(ended);
+                continue;
+            }
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                // The semaphore is never closed.
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        connections.spawn(connection(
+            stream,
+            peer,
+            router.clone(),
+            tls.clone(),
+            limits,
+            shutdown.clone(),
+            slot,
+        ));
+    }
+    // Refuse new connections while the open ones drain.
+    drop(listener);
+    let drain = async {
+        while let Some(ended) = connections.join_next().await {
+            report_panic(ended);
         }
+    };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "HTTP drain timed out, closing remaining connections"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+fn report_panic(ended: Result<(), JoinError>) {
+    if let Err(e) = ended {
+        if e.is_panic() {
+            tracing::error!(error = %e, "an HTTP connection task panicked");
+        }
+    }
+}
+
+/// Serves one accepted connection, holding its `_slot` until it ends: the TLS handshake
+/// when TLS is configured, then HTTP/1.1.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: axum::Router,
+    tls: Option<TlsAcceptor>,
+    limits: ServerLimits,
+    shutdown: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    let Some(tls) = tls else {
+        return serve_connection(stream, peer, router, limits, shutdown).await;
+    };
+    let handshake = tokio::time::timeout(limits.handshake_timeout, tls.accept(stream));
+    let handshake = tokio::select! {
+        handshake = handshake => handshake,
+        () = shutdown.cancelled() => return,
+    };
+    match handshake {
+        Ok(Ok(stream)) => serve_connection(stream, peer, router, limits, shutdown).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// Serves HTTP/1.1 on `io` until the client leaves, the header timeout closes it, or
+/// shutdown lets the request in flight finish.
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    router: axum::Router,
+    limits: ServerLimits,
+    shutdown: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // What axum's `into_make_service_with_connect_info` would give handlers.
+    let service = router.map_request(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let conn = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        () = shutdown.cancelled() => {
+            // An idle connection closes now; a request in flight finishes first, within
+            // the drain.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        // Header timeouts, resets and malformed requests: the client's business.
+        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
     }
 }
 
@@ -173,36 +391,6 @@ impl ServerSecurity {
     }
 }
 
-/// Serves `router` as [`serve`] does, behind `security`: requests without an accepted
-/// bearer token get 401 (but `/health`), and connections speak TLS when it is configured.
-pub async fn serve_secured(
-    listener: TcpListener,
-    router: axum::Router,
-    security: &ServerSecurity,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let router = if security.tokens.is_empty() {
-        router
-    } else {
-        let tokens = Arc::new(security.tokens.clone());
-        router.layer(axum::middleware::from_fn(move |req, next| {
-            require_bearer(tokens.clone(), req, next)
-        }))
-    };
-    let Some(tls) = &security.tls else {
-        return serve(listener, router, shutdown).await;
-    };
-    let listener = TlsListener::new(listener, tls.clone())?;
-    drain_bounded(
-        axum::serve(listener, router).with_graceful_shutdown({
-            let signal = shutdown.clone();
-            async move { signal.cancelled().await }
-        }),
-        shutdown,
-    )
-    .await
-}
-
 async fn require_bearer(
     tokens: Arc<Vec<Secret>>,
     req: axum::extract::Request,
@@ -242,76 +430,6 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
         diff |= x ^ b.get(i).copied().unwrap_or(0);
     }
     diff == 0
-}
-
-/// How long a client gets to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A listener that hands axum finished TLS connections. Handshakes run in their own
-/// tasks, so a slow or silent client cannot hold up the others.
-struct TlsListener {
-    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    acceptor: tokio::task::JoinHandle<()>,
-}
-
-impl TlsListener {
-    fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
-        let (tx, ready) = tokio::sync::mpsc::channel(64);
-        let tls = tokio_rustls::TlsAcceptor::from(config);
-        let acceptor = tokio::spawn(async move {
-            loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait rather than spin.
-                        tracing::warn!(error = %e, "cannot accept a connection");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                };
-                let (tls, tx) = (tls.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                        Ok(Ok(conn)) => {
-                            let _ = tx.send((conn, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener {
-            ready,
-            local,
-            acceptor,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(c) => c,
-            // The acceptor task holds a sender until the listener is dropped.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }
 
 /// Declares `$name`, the clap flags of a [`ServerSecurity`] (`--tls-cert-file`,

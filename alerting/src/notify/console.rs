@@ -13,8 +13,9 @@ impl Notifier for Console {
             tracing::info!(
                 target: "alert",
                 receiver = n.receiver,
-                status = n.status.as_str(),
-                fingerprint = %n.alert.fingerprint,
+                status = n.status().as_str(),
+                group = %n.n.group_key,
+                alerts = n.n.alerts.len(),
                 "{title}"
             );
             Ok(())

@@ -20,8 +20,8 @@ pub struct Email {
     to: Vec<Mailbox>,
 }
 
-/// The default body: the title, then annotations and labels, one per line.
-pub const DEFAULT_BODY: &str = "{{ title }}\n\n{% for k, v in annotations|items %}{{ k }}: {{ v }}\n{% endfor %}\nLabels:\n{% for k, v in labels|items %}  {{ k }}={{ v }}\n{% endfor %}\nStarted: {{ starts_at }}{% if status == 'resolved' %}\nEnded: {{ ends_at }}{% endif %}\n{% if generator_url %}Source: {{ generator_url }}\n{% endif %}";
+/// The default body: the title, then each alert with its annotations, labels and times.
+pub const DEFAULT_BODY: &str = "{{ title }}\n{% for a in alerts %}\n== {{ a.status | upper }}: {{ a.labels.alertname }}\n{% for k, v in a.annotations|items %}{{ k }}: {{ v }}\n{% endfor %}Labels:\n{% for k, v in a.labels|items %}  {{ k }}={{ v }}\n{% endfor %}Started: {{ a.starts_at }}{% if a.status == 'resolved' %}\nEnded: {{ a.ends_at }}{% endif %}\n{% if a.generator_url %}Source: {{ a.generator_url }}\n{% endif %}{% endfor %}";
 
 impl Email {
     pub fn new(cfg: EmailConfig) -> Result<Self, String> {

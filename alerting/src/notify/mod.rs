@@ -16,14 +16,24 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 
 use crate::config::{Receiver, ReceiverKind};
-use crate::model::{Alert, Status};
+use crate::model::{Alert, GroupNotification, Labels, Status};
 
-/// One notification: an alert, firing or resolved, for one receiver.
+/// One notification: a group of alerts, firing or resolved, for one receiver.
 #[derive(Debug, Clone, Copy)]
 pub struct Notification<'a> {
     pub receiver: &'a str,
-    pub status: Status,
-    pub alert: &'a Alert,
+    pub n: &'a GroupNotification,
+}
+
+impl<'a> Notification<'a> {
+    pub fn status(&self) -> Status {
+        self.n.status
+    }
+
+    /// The alert that speaks for the group: the first firing one, else the first.
+    pub fn lead(&self) -> Option<&'a Alert> {
+        self.n.firing().next().or_else(|| self.n.alerts.first())
+    }
 }
 
 /// Why a delivery did not succeed.
@@ -69,17 +79,81 @@ pub fn build(receiver: &Receiver, http: &reqwest::Client) -> Result<Box<dyn Noti
     })
 }
 
-/// What templates see.
+/// One alert as templates see it.
 #[derive(Serialize)]
-pub struct TemplateContext<'a> {
-    pub receiver: &'a str,
+pub struct TemplateAlert<'a> {
     pub status: &'a str,
-    pub labels: &'a crate::model::Labels,
-    pub annotations: &'a crate::model::Labels,
+    pub labels: &'a Labels,
+    pub annotations: &'a Labels,
     pub starts_at: &'a str,
     pub ends_at: &'a str,
     pub generator_url: &'a str,
     pub fingerprint: &'a str,
+}
+
+impl<'a> From<&'a Alert> for TemplateAlert<'a> {
+    fn from(a: &'a Alert) -> Self {
+        TemplateAlert {
+            status: a.status.as_str(),
+            labels: &a.labels,
+            annotations: &a.annotations,
+            starts_at: &a.starts_at,
+            ends_at: &a.ends_at,
+            generator_url: &a.generator_url,
+            fingerprint: &a.fingerprint,
+        }
+    }
+}
+
+/// What templates see: the group (`alerts`, `group_labels`, counts) and, for templates
+/// written for one alert, `labels` and `annotations` shared by every alert of the group
+/// (an alert alone in its group shares all of its own), `summary` (shared, or the lead
+/// alert's) and the lead alert's times, URL and fingerprint.
+#[derive(Serialize)]
+pub struct TemplateContext<'a> {
+    pub receiver: &'a str,
+    pub status: &'a str,
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub group_labels: &'a Labels,
+    pub alerts: Vec<TemplateAlert<'a>>,
+    pub alertnames: String,
+    pub firing_count: usize,
+    pub resolved_count: usize,
+    pub summary: String,
+    pub starts_at: &'a str,
+    pub ends_at: &'a str,
+    pub generator_url: &'a str,
+    pub fingerprint: &'a str,
+}
+
+impl<'a> TemplateContext<'a> {
+    pub fn new(n: Notification<'a>) -> Self {
+        let lead = n.lead();
+        let annotations = n.n.common_annotations();
+        let summary = annotations
+            .get("summary")
+            .or_else(|| lead.and_then(|a| a.annotations.get("summary")))
+            .or_else(|| lead.and_then(|a| a.annotations.get("description")))
+            .cloned()
+            .unwrap_or_default();
+        TemplateContext {
+            receiver: n.receiver,
+            status: n.status().as_str(),
+            labels: n.n.common_labels(),
+            annotations,
+            group_labels: &n.n.group_labels,
+            alerts: n.n.alerts.iter().map(TemplateAlert::from).collect(),
+            alertnames: n.n.alertnames().join(", "),
+            firing_count: n.n.firing().count(),
+            resolved_count: n.n.resolved().count(),
+            summary,
+            starts_at: lead.map_or("", |a| a.starts_at.as_str()),
+            ends_at: lead.map_or("", |a| a.ends_at.as_str()),
+            generator_url: lead.map_or("", |a| a.generator_url.as_str()),
+            fingerprint: lead.map_or("", |a| a.fingerprint.as_str()),
+        }
+    }
 }
 
 /// Renders `template` for `n`. Templates were checked at start, so an error here is a
@@ -87,23 +161,14 @@ pub struct TemplateContext<'a> {
 pub fn render(template: &str, n: Notification<'_>) -> Result<String, DeliveryError> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
-    let ctx = TemplateContext {
-        receiver: n.receiver,
-        status: n.status.as_str(),
-        labels: &n.alert.labels,
-        annotations: &n.alert.annotations,
-        starts_at: &n.alert.starts_at,
-        ends_at: &n.alert.ends_at,
-        generator_url: &n.alert.generator_url,
-        fingerprint: &n.alert.fingerprint,
-    };
-    env.render_str(template, ctx)
+    env.render_str(template, TemplateContext::new(n))
         .map(|s| s.trim().to_owned())
         .map_err(|e| DeliveryError::permanent(format!("template: {e}")))
 }
 
-/// The one-line title every notifier starts from.
-pub const DEFAULT_TITLE: &str = "{% if status == 'resolved' %}[RESOLVED]{% else %}[{{ labels.severity | default('firing') | upper }}]{% endif %} {{ labels.alertname }}{% if labels.member %} on {{ labels.member }}{% endif %}: {{ annotations.summary | default(annotations.description) | default('') }}";
+/// The one-line title every notifier starts from: `[CRITICAL] EtcdNoLeader on m1: ...`,
+/// with the count when the group holds several alerts.
+pub const DEFAULT_TITLE: &str = "{% if status == 'resolved' %}[RESOLVED]{% else %}[{{ labels.severity | default('firing') | upper }}]{% endif %} {{ labels.alertname | default(alertnames) }}{% if labels.member %} on {{ labels.member }}{% endif %}{% if labels.cluster %} ({{ labels.cluster }}){% endif %}: {{ summary }}{% if alerts | length > 1 %} [{{ firing_count }} firing{% if resolved_count %}, {{ resolved_count }} resolved{% endif %}]{% endif %}";
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by Slack or PagerDuty).
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
@@ -160,7 +225,7 @@ pub async fn post_json(
 
 #[cfg(test)]
 pub(crate) mod fixtures {
-    use crate::model::{fingerprint, Alert, Labels, Status};
+    use crate::model::{fingerprint, Alert, GroupNotification, Labels, Status};
 
     /// A typical etcd alert.
     pub fn alert(status: Status) -> Alert {
@@ -193,6 +258,38 @@ pub(crate) mod fixtures {
             },
             generator_url: "http://prometheus:9090/graph?g0.expr=up".into(),
             status,
+        }
+    }
+
+    /// That alert alone in its group.
+    pub fn group(status: Status) -> GroupNotification {
+        let a = alert(status);
+        GroupNotification {
+            group_key: format!("{{}}:{{alertname=\"{}\"}}", a.name()),
+            group_labels: [("alertname".to_owned(), a.name().to_owned())].into(),
+            status,
+            alerts: vec![a],
+        }
+    }
+
+    /// Two alerts of one cluster grouped by `cluster`, the second resolved.
+    pub fn pair() -> GroupNotification {
+        let first = alert(Status::Firing);
+        let mut second = alert(Status::Resolved);
+        second
+            .labels
+            .insert("alertname".into(), "EtcdNoLeader".into());
+        second.labels.insert("member".into(), "m3".into());
+        second.annotations.insert(
+            "summary".into(),
+            "no leader <!channel> & <https://evil.example|click>".into(),
+        );
+        second.fingerprint = fingerprint(&second.labels);
+        GroupNotification {
+            group_key: "{severity=\"critical\"}:{cluster=\"prod\"}".into(),
+            group_labels: [("cluster".to_owned(), "prod".to_owned())].into(),
+            status: Status::Firing,
+            alerts: vec![first, second],
         }
     }
 }

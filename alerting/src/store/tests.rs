@@ -1,146 +1,100 @@
-//! Outbox tests on a real database file.
-
-use std::time::Duration;
+//! Store tests on a real database file.
 
 use super::*;
 use crate::model::{fingerprint, Labels};
 
-fn alert(name: &str, status: Status) -> Alert {
+fn notification(name: &str) -> GroupNotification {
     let labels: Labels = [("alertname".to_owned(), name.to_owned())].into();
-    Alert {
-        fingerprint: fingerprint(&labels),
-        labels,
-        annotations: Labels::new(),
-        starts_at: String::new(),
-        ends_at: String::new(),
-        generator_url: String::new(),
-        status,
+    GroupNotification {
+        group_key: format!("{{}}:{{alertname={name:?}}}"),
+        group_labels: labels.clone(),
+        status: Status::Firing,
+        alerts: vec![Alert {
+            fingerprint: fingerprint(&labels),
+            labels,
+            annotations: Labels::new(),
+            starts_at: String::new(),
+            ends_at: String::new(),
+            generator_url: String::new(),
+            status: Status::Firing,
+        }],
     }
 }
 
-const W: Duration = Duration::from_secs(300);
-
-fn both(_: &Alert) -> Vec<String> {
-    vec!["a".into(), "b".into()]
+fn enqueue(s: &Store, receiver: &str, name: &str) -> u64 {
+    let c = Changes {
+        deliveries: vec![NewDelivery {
+            receiver: receiver.into(),
+            notification: notification(name),
+            priority: 0,
+        }],
+        ..Changes::default()
+    };
+    s.apply(&c, 1_000).expect("apply").enqueued[0].1
 }
 
+/// One unreadable record (garbage, or a newer format) is quarantined and counted; the
+/// others are delivered as usual.
 #[test]
-fn ingest_dedups_per_receiver_and_survives_reopening() {
-    let dir = tempfile::tempdir().expect("dir");
-    {
-        let s = Store::open(dir.path()).expect("open");
-        let out = s
-            .ingest(&[alert("X", Status::Firing)], both, 1_000, W)
-            .expect("ingest");
-        assert_eq!(out.enqueued.len(), 2);
-        let again = s
-            .ingest(&[alert("X", Status::Firing)], both, 60_000, W)
-            .expect("ingest");
-        assert_eq!((again.enqueued.len(), again.deduplicated), (0, 2));
-        assert_eq!(s.active_alerts(60_000).expect("active").len(), 1);
-    }
-    // Reopened (as after a restart): the same pending deliveries.
-    let s = Store::open(dir.path()).expect("reopen");
-    assert_eq!(s.pending("a").expect("pending").len(), 1);
-    assert_eq!(s.pending("b").expect("pending").len(), 1);
-    let resolved = s
-        .ingest(&[alert("X", Status::Resolved)], both, 70_000, W)
-        .expect("ingest");
-    assert_eq!(resolved.enqueued.len(), 2);
-    assert!(s.active_alerts(70_000).expect("active").is_empty());
-    let repeat = s
-        .ingest(&[alert("X", Status::Resolved)], both, 80_000, W)
-        .expect("ingest");
-    assert_eq!(repeat.deduplicated, 2, "a resolution is notified once");
-}
-
-#[test]
-fn settle_moves_deliveries_through_history() {
+fn unreadable_records_are_quarantined_and_the_rest_goes_on() {
     let dir = tempfile::tempdir().expect("dir");
     let s = Store::open(dir.path()).expect("open");
-    let out = s
-        .ingest(&[alert("Y", Status::Firing)], |_| vec!["a".into()], 5, W)
-        .expect("ingest");
-    let id = out.enqueued[0].1;
-    s.settle(
-        id,
-        &AttemptResult::Retry {
-            next_attempt_at_ms: 99,
-            error: "500".into(),
-        },
-        10,
-    )
-    .expect("settle");
-    let p = s.pending("a").expect("pending");
-    assert_eq!((p[0].attempts, p[0].next_attempt_at_ms), (1, 99));
-    assert_eq!(s.history(10).expect("h")[0].outcome, Outcome::Retrying);
-    s.settle(id, &AttemptResult::Delivered, 100)
-        .expect("settle");
-    assert!(s.pending("a").expect("pending").is_empty());
-    let h = &s.history(10).expect("h")[0];
-    assert_eq!((h.outcome, h.attempts), (Outcome::Delivered, 2));
-    assert_eq!(s.queue_depth().expect("depth").get("a"), None);
+    let good = enqueue(&s, "r", "A");
+    s.write(|txn| {
+        let mut t = txn.open_table(OUTBOX)?;
+        t.insert(("r", 900), b"{not json".as_slice())?;
+        t.insert(("r", 901), br#"{"v":99,"id":901}"#.as_slice())?;
+        Ok(())
+    })
+    .expect("garbage");
+    let (pending, bad) = s.pending("r").expect("pending");
+    assert_eq!(bad, 2);
+    assert_eq!(pending.iter().map(|d| d.id).collect::<Vec<_>>(), [good]);
+    assert_eq!(s.quarantined().expect("count"), 2);
+    let (_, bad) = s.pending("r").expect("again");
+    assert_eq!(bad, 0, "moved out of the way, counted once");
 }
 
 #[test]
-fn history_keeps_the_last_thousand_settled() {
+fn receivers_have_their_own_queues_and_removed_ones_are_failed() {
     let dir = tempfile::tempdir().expect("dir");
     let s = Store::open(dir.path()).expect("open");
-    let mut last = 0;
-    for i in 0..1100 {
-        let out = s
-            .ingest(
-                &[alert(&format!("A{i}"), Status::Firing)],
-                |_| vec!["a".into()],
-                i,
-                W,
-            )
-            .expect("ingest");
-        last = out.enqueued[0].1;
-        s.settle(last, &AttemptResult::Delivered, i)
+    enqueue(&s, "a", "X");
+    enqueue(&s, "b", "X");
+    enqueue(&s, "b", "Y");
+    let depth = s.queue_depth().expect("depth");
+    assert_eq!((depth.get("a"), depth.get("b")), (Some(&1), Some(&2)));
+    assert_eq!(
+        s.drop_receivers_except(&["a".into()], 2_000).expect("drop"),
+        2
+    );
+    assert!(s.pending("b").expect("b").0.is_empty());
+    let h = s.history(10).expect("history");
+    assert_eq!(h.iter().filter(|e| e.outcome == Outcome::Failed).count(), 2);
+}
+
+#[test]
+fn history_keeps_the_last_entries() {
+    let dir = tempfile::tempdir().expect("dir");
+    let s = Store::open(dir.path()).expect("open");
+    for i in 0..(HISTORY_LEN + 20) {
+        let id = enqueue(&s, "r", &format!("A{i}"));
+        s.settle("r", id, &AttemptResult::Delivered, 2_000)
             .expect("settle");
     }
-    s.ingest(&[alert("Z", Status::Firing)], |_| vec!["a".into()], 2000, W)
-        .expect("ingest");
-    let h = s.history(5000).expect("history");
-    assert!(h.len() <= HISTORY_LEN as usize + 1, "{}", h.len());
-    assert!(h.iter().any(|e| e.id == last));
+    let h = s.history(HISTORY_LEN as usize + 100).expect("history");
+    assert!(h.len() as u64 <= HISTORY_LEN + 1, "{}", h.len());
+    assert!(h[0].alertname.starts_with('A'));
 }
 
 #[test]
-fn an_alert_whose_lease_runs_out_is_resolved_once() {
+fn reopen_brings_a_store_back() {
     let dir = tempfile::tempdir().expect("dir");
     let s = Store::open(dir.path()).expect("open");
-    let leased = |ends_at: &str| Alert {
-        ends_at: ends_at.to_owned(),
-        ..alert("X", Status::Firing)
-    };
-    // Fires with a lease to t = 100 s, then a refresh extends it to t = 200 s.
-    s.ingest(&[leased("1970-01-01T00:01:40Z")], both, 1_000, W)
-        .expect("ingest");
-    s.ingest(&[leased("1970-01-01T00:03:20Z")], both, 90_000, W)
-        .expect("refresh");
-    let early = s.expire(both, 150_000, W).expect("expire");
-    assert_eq!(early, IngestOutcome::default(), "a refreshed lease holds");
-    assert_eq!(s.active_alerts(150_000).expect("active").len(), 1);
-
-    let out = s.expire(both, 200_000, W).expect("expire");
-    assert_eq!((out.received, out.enqueued.len()), (1, 2));
-    for receiver in ["a", "b"] {
-        let pending = s.pending(receiver).expect("pending");
-        let last = pending.last().expect("a delivery");
-        assert_eq!(last.status, Status::Resolved, "{receiver}");
-        assert_eq!(last.alert.fingerprint, leased("").fingerprint);
-    }
-    assert!(s.active_alerts(200_000).expect("active").is_empty());
-    assert_eq!(
-        s.expire(both, 300_000, W).expect("expire"),
-        IngestOutcome::default(),
-        "resolved once"
-    );
-    // A late resolution from Prometheus says nothing new.
-    let late = s
-        .ingest(&[alert("X", Status::Resolved)], both, 310_000, W)
-        .expect("ingest");
-    assert_eq!(late.deduplicated, 2);
+    enqueue(&s, "r", "A");
+    s.failed(&StoreError::Closed);
+    assert!(!s.is_healthy());
+    s.reopen().expect("reopen");
+    assert!(s.is_healthy());
+    assert_eq!(s.pending("r").expect("pending").0.len(), 1);
 }
