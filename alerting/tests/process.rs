@@ -250,3 +250,133 @@ async fn a_notification_survives_kill_9_and_is_delivered_once() {
     let _ = relay.kill();
     let _ = relay.wait();
 }
+
+/// Anyone who reaches an open relay can page the on-call: a non-loopback address needs a
+/// token or the explicit opt-in, and the refusal names the flag.
+#[test]
+fn a_non_loopback_listen_needs_a_token_or_the_opt_in() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = dir.path().join("relay.yml");
+    std::fs::write(&cfg, "receivers:\n  - name: log\n    console: {}\n").expect("write");
+    let run = |extra: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen", "0.0.0.0:0"])
+            .args(extra)
+            .env_clear()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c.spawn().expect("spawn")
+    };
+    let out = run(&[]).wait_with_output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--allow-unauthenticated"), "{err}");
+    assert!(err.contains("--auth-token-file"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    // With the opt-in it starts (and keeps running until killed).
+    let mut child = run(&["--allow-unauthenticated"]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(child.try_wait().expect("wait").is_none(), "it runs");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// SIGHUP reads the file again: a bad file keeps the running configuration (and says
+/// why); a good one takes effect for the next alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_a_bad_file_keeps_the_old_config() {
+    let hook = hook().await;
+    hook.down.store(false, Ordering::SeqCst);
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = dir.path().join("relay.yml");
+    std::fs::write(&cfg, "receivers:\n  - name: log\n    console: {}\n").expect("config");
+    let port = free_port();
+    let mut relay = start_relay(&cfg, &dir.path().join("data"), port);
+    let http = reqwest::Client::new();
+    let post = |name: &'static str| {
+        let http = http.clone();
+        async move {
+            let body = serde_json::json!([{ "labels": {"alertname": name} }]);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match http
+                    .post(format!("http://127.0.0.1:{port}/api/v2/alerts"))
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) => return r.status().as_u16(),
+                    Err(e) if Instant::now() > deadline => panic!("relay never listened: {e}"),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+    };
+    assert_eq!(post("Before").await, 200);
+    let metric = |name: &'static str| {
+        let http = http.clone();
+        async move {
+            let text = http
+                .get(format!("http://127.0.0.1:{port}/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+                .unwrap_or_default()
+        }
+    };
+    let hup = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(relay.id() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .expect("SIGHUP")
+    };
+    std::fs::write(&cfg, "receivers: [this is not a receiver list\n").expect("bad config");
+    hup();
+    let mut failed = String::new();
+    for _ in 0..50 {
+        failed = metric("etcd_monitor_relay_config_last_reload_successful ").await;
+        if failed == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(failed, "0", "the bad reload is reported");
+    assert_eq!(post("StillServed").await, 200, "the old config still runs");
+    std::fs::write(
+        &cfg,
+        format!(
+            "receivers:\n  - name: hook\n    webhook:\n      url: http://127.0.0.1:{}/hook\n",
+            hook.port
+        ),
+    )
+    .expect("good config");
+    hup();
+    let mut ok = String::new();
+    for _ in 0..50 {
+        ok = metric("etcd_monitor_relay_config_last_reload_successful ").await;
+        if ok == "1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ok, "1");
+    assert_eq!(post("After").await, 200);
+    wait_until(
+        "the new receiver hears the next alert",
+        Duration::from_secs(10),
+        || hook.delivered.load(Ordering::SeqCst) >= 1,
+    )
+    .await;
+    let _ = relay.kill();
+    let _ = relay.wait();
+}

@@ -522,3 +522,180 @@ async fn a_rate_limited_receiver_queues_rather_than_drops() {
         .collect();
     assert_eq!(members.len(), 4, "all four delivered");
 }
+
+/// PagerDuty fails, an alert fires and resolves 4 s later, PagerDuty recovers: the queued
+/// trigger is superseded by the resolve, so no trigger ever reaches PagerDuty after the
+/// resolve that follows it, and the incident ends resolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolve_is_never_overtaken_by_its_trigger() {
+    tests::init_logs();
+    let pd = StandIn::start().await;
+    pd.script(&[(500, None); 200]);
+    let dir = tempfile::tempdir().expect("dir");
+    let key_file = secret_file(dir.path(), "pd-key", "R0UTINGKEY");
+    let relay = RunningRelay::start(&format!(
+        "retry:\n  initial_backoff: 300ms\n  max_backoff: 1s\nreceivers:\n  - name: oncall\n    pagerduty:\n      routing_key_file: {key_file}\n      url: {}\n",
+        pd.url("/v2/enqueue")
+    ))
+    .await;
+    let (code, _) = relay
+        .post(
+            "/api/v2/alerts",
+            json!([firing("EtcdNoLeader", "critical", "m1")]).to_string(),
+        )
+        .await;
+    assert_eq!(code, 200);
+    pd.wait_requests(2, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (code, _) = relay
+        .post(
+            "/api/v2/alerts",
+            json!([resolved("EtcdNoLeader", "critical", "m1")]).to_string(),
+        )
+        .await;
+    assert_eq!(code, 200);
+    pd.script(&[]);
+    let delivered = wait_for("a delivered resolve", Duration::from_secs(15), || async {
+        let ok: Vec<_> = pd
+            .requests()
+            .into_iter()
+            .filter(|r| r.answered == 200)
+            .collect();
+        ok.iter()
+            .any(|r| r.body["event_action"] == "resolve")
+            .then_some(ok)
+    })
+    .await;
+    // Give a retried trigger every chance to arrive late.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ok: Vec<String> = pd
+        .requests()
+        .into_iter()
+        .filter(|r| r.answered == 200)
+        .map(|r| {
+            r.body["event_action"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        ok.last().map(String::as_str),
+        Some("resolve"),
+        "PagerDuty ends resolved: {ok:?}"
+    );
+    let first_resolve = ok.iter().position(|a| a == "resolve").unwrap_or(0);
+    assert!(
+        ok[first_resolve..].iter().all(|a| a == "resolve"),
+        "no trigger after the resolve: {ok:?}"
+    );
+    assert!(!delivered.is_empty());
+    let h = history(&relay).await;
+    assert!(
+        h.iter().any(|e| e["outcome"] == "superseded"),
+        "the queued trigger was superseded: {h:?}"
+    );
+}
+
+/// The shipped `alerting/relay.yml` and the shipped rules in a real Prometheus: a lost
+/// quorum (EtcdQuorumLost and EtcdNoLeader of one cluster) is one PagerDuty incident and
+/// one chat message; that cluster's EtcdMemberDown is inhibited, another cluster's is
+/// delivered; the heartbeat reaches its URL and nobody else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_config_makes_one_incident_one_page() {
+    tests::init_logs();
+    let (pd, slack, beat) = (
+        StandIn::start().await,
+        StandIn::start().await,
+        StandIn::start().await,
+    );
+    std::env::set_var("PAGERDUTY_ROUTING_KEY", "R0UTINGKEY");
+    std::env::set_var("PAGERDUTY_URL", pd.url("/v2/enqueue"));
+    std::env::set_var("SLACK_WEBHOOK_URL", slack.url("/services/T/B/x"));
+    std::env::set_var("HEARTBEAT_URL", beat.url("/ping/uuid"));
+    let shipped = tests::prometheus::repo_root().join("alerting/relay.yml");
+    let relay = RunningRelay::start(&std::fs::read_to_string(&shipped).expect("relay.yml")).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let faults = dir.path().join("faults.yml");
+    std::fs::write(
+        &faults,
+        "groups:\n  - name: faults\n    interval: 1s\n    rules:\n\
+         \x20     - {alert: EtcdQuorumLost, expr: vector(1), labels: {severity: critical, cluster: a, instance: 'exp:8080'}, annotations: {summary: quorum lost}}\n\
+         \x20     - {alert: EtcdNoLeader, expr: vector(1), labels: {severity: critical, cluster: a, instance: 'exp:8080'}, annotations: {summary: no leader}}\n\
+         \x20     - {alert: EtcdMemberDown, expr: vector(1), labels: {severity: warning, cluster: a, instance: 'exp:8080', member: m1}, annotations: {summary: m1 down}}\n\
+         \x20     - {alert: EtcdMemberDown, expr: vector(1), labels: {severity: warning, cluster: b, instance: 'exp:8080', member: m9}, annotations: {summary: m9 down}}\n",
+    )
+    .expect("rules");
+    let shipped_rules = tests::prometheus::repo_root().join("rules/etcd-alerts.yml");
+    let _prom = tests::RunningPrometheus::start(
+        &format!(
+            "global:\n  evaluation_interval: 1s\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{}']\nrule_files: ['{}', '{}']\n",
+            relay.addr,
+            shipped_rules.display(),
+            faults.display()
+        ),
+        &["--rules.alert.resend-delay=1s"],
+    )
+    .await;
+    let page = pd.wait_requests(1, Duration::from_secs(60)).await;
+    let t = &page[0].body;
+    assert_eq!(t["event_action"], "trigger");
+    let names: Vec<&str> = t["payload"]["custom_details"]["firing"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["labels"]["alertname"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        names.contains(&"EtcdQuorumLost") && names.contains(&"EtcdNoLeader"),
+        "both in the first page: {names:?}"
+    );
+    // The warnings' group_wait is 30 s: wait it out, then count.
+    let chat = wait_for(
+        "cluster b's EtcdMemberDown in chat",
+        Duration::from_secs(60),
+        || async {
+            let r = slack.requests();
+            r.iter()
+                .any(|x| x.body["text"].as_str().is_some_and(|t| t.contains("m9")))
+                .then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(pd.requests().len(), 1, "one incident, one page");
+    let texts: Vec<String> = chat
+        .iter()
+        .map(|x| x.body["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        texts.iter().filter(|t| t.contains("[CRITICAL]")).count(),
+        1,
+        "one chat message for the incident: {texts:?}"
+    );
+    assert!(
+        !texts.iter().any(|t| t.contains("m1")),
+        "cluster a's EtcdMemberDown is inhibited: {texts:?}"
+    );
+    assert!(
+        texts.iter().all(|t| !t.contains("Heartbeat")),
+        "the heartbeat goes to its URL only: {texts:?}"
+    );
+    let beats = beat.wait_requests(1, Duration::from_secs(30)).await;
+    assert_eq!(
+        beats[0].body["alerts"][0]["labels"]["alertname"],
+        "EtcdMonitorHeartbeat"
+    );
+    let v2: Vec<serde_json::Value> =
+        serde_json::from_value(relay.get("/api/v2/alerts").await).expect("array");
+    let down_a = v2
+        .iter()
+        .find(|a| a["labels"]["alertname"] == "EtcdMemberDown" && a["labels"]["cluster"] == "a")
+        .expect("cluster a's EtcdMemberDown is listed");
+    assert_eq!(down_a["status"]["state"], "suppressed");
+    assert_eq!(
+        down_a["status"]["inhibitedBy"].as_array().map(Vec::len),
+        Some(1)
+    );
+}
