@@ -3,7 +3,7 @@
 # prometheus-alertmanager), both with one webhook receiver pointing at the same local
 # python3 webhook sink. Alertmanager is configured so that every alert is its own group and
 # is sent at once (group_by ['...'], group_wait 0s, group_interval 1s, repeat_interval 5m);
-# the relay runs with its defaults (dedup_window 5m). They run one after the other, never at
+# the relay runs with the same grouping settings. They run one after the other, never at
 # the same time; the webhook sink runs throughout.
 #
 # What it measures, for each of the two:
@@ -337,6 +337,10 @@ EOF
 
 # ---------------------------------------------------------------- configs
 cat >"$tmp/relay.yml" <<EOF
+group_by: ['...']
+group_wait: 0s
+group_interval: 1s
+repeat_interval: 5m
 receivers:
   - name: hook
     webhook:

@@ -351,12 +351,14 @@ async fn v2_alerts(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<R
     Ok(Json(alerts).into_response())
 }
 
-/// Alerts grouped by receiver and alert name, as karma and Grafana read them.
+/// Alerts by (receiver, group labels).
+type GroupedAlerts = std::collections::BTreeMap<(String, Vec<(String, String)>), Vec<Value>>;
+
+/// Alerts grouped by receiver and group labels, as karma and Grafana read them.
 async fn v2_groups(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let f = AlertFilter::parse(q.as_deref())?;
     let cfg = s.engine.config();
-    let mut groups: std::collections::BTreeMap<(String, Vec<(String, String)>), Vec<Value>> =
-        std::collections::BTreeMap::new();
+    let mut groups = GroupedAlerts::new();
     for v in s.engine.alerts(now_ms()).iter().filter(|v| f.keeps(v)) {
         for i in cfg.router.matching(&v.stored.alert.labels) {
             let route = &cfg.router.routes()[i];

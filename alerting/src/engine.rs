@@ -145,7 +145,10 @@ fn lease_expired(a: &Alert, now_ms: i64) -> bool {
         .is_some_and(|end| end <= now_ms)
 }
 
-fn groups_of(cfg: &RelayConfig, a: &Alert) -> Vec<(usize, Labels, String)> {
+/// A route an alert takes: its index, the alert's group labels and group key there.
+type RouteGroup = (usize, Labels, String);
+
+fn groups_of(cfg: &RelayConfig, a: &Alert) -> Vec<RouteGroup> {
     cfg.router
         .matching(&a.labels)
         .into_iter()
@@ -254,7 +257,7 @@ impl Engine {
             ..IngestOutcome::default()
         };
         let mut touched: BTreeSet<String> = BTreeSet::new();
-        let mut told: Vec<(&Alert, Vec<(usize, Labels, String)>)> = Vec::new();
+        let mut told: Vec<(&Alert, Vec<RouteGroup>)> = Vec::new();
         for a in alerts {
             let known = next.alerts.get(&a.fingerprint).cloned();
             let routes = groups_of(&cfg, a);

@@ -19,7 +19,7 @@ pub mod silence;
 pub mod store;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -88,7 +88,7 @@ impl Workers {
 
 /// Reads the config file again and applies it: routes and receivers change at once; a
 /// bad file changes nothing and says why.
-fn reload(path: &PathBuf, workers: &Workers) -> Result<(), String> {
+fn reload(path: &Path, workers: &Workers) -> Result<(), String> {
     let apply = || -> Result<usize, String> {
         let cfg = config::load(path).map_err(|e| e.to_string())?;
         workers.restart(&cfg).map_err(|e| e.to_string())?;

@@ -380,3 +380,46 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_old_config() {
     let _ = relay.kill();
     let _ = relay.wait();
 }
+
+/// A client that sends half a request header is cut off at the header timeout
+/// (`common::http::HEADER_READ_TIMEOUT`), and others are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_request_is_closed_and_others_are_served_meanwhile() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = dir.path().join("relay.yml");
+    std::fs::write(&cfg, "receivers:\n  - name: log\n    console: {}\n").expect("config");
+    let port = free_port();
+    let mut relay = start_relay(&cfg, &dir.path().join("data"), port);
+    let http = reqwest::Client::new();
+    let health = format!("http://127.0.0.1:{port}/health");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http.get(&health).send().await.is_err() {
+        assert!(Instant::now() < deadline, "relay never listened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut half = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    half.write_all(b"POST /api/v2/alerts HTTP/1.1\r\nHost: relay\r\nContent-Type: appl")
+        .expect("half a header");
+    let started = Instant::now();
+    let reader = std::thread::spawn(move || {
+        half.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        let mut buf = [0u8; 512];
+        // EOF (0) or a reset: either way the relay closed it.
+        let _ = half.read(&mut buf);
+        started.elapsed()
+    });
+    for _ in 0..5 {
+        let r = http.get(&health).send().await.expect("served meanwhile");
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let closed_after = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+        .await
+        .expect("join");
+    let limit = common::http::HEADER_READ_TIMEOUT + Duration::from_secs(5);
+    assert!(closed_after < limit, "closed after {closed_after:?}");
+    let _ = relay.kill();
+    let _ = relay.wait();
+}

@@ -699,3 +699,29 @@ async fn the_shipped_config_makes_one_incident_one_page() {
         Some(1)
     );
 }
+
+/// A rate-limited receiver with a backlog sends the most severe first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_goes_out_critical_first() {
+    tests::init_logs();
+    let hook = StandIn::start().await;
+    let relay = RunningRelay::start(&format!(
+        "receivers:\n  - name: hook\n    min_interval: 200ms\n    webhook:\n      url: {}\n",
+        hook.url("/hook")
+    ))
+    .await;
+    let mut alerts: Vec<_> = (0..3)
+        .map(|i| firing("EtcdSlowWalFsync", "warning", &format!("m{i}")))
+        .collect();
+    alerts.push(firing("EtcdQuorumLost", "critical", "all"));
+    let (code, _) = relay
+        .post("/api/v2/alerts", json!(alerts).to_string())
+        .await;
+    assert_eq!(code, 200);
+    let reqs = hook.wait_requests(4, Duration::from_secs(20)).await;
+    let order: Vec<&str> = reqs
+        .iter()
+        .filter_map(|r| r.body["alerts"][0]["labels"]["severity"].as_str())
+        .collect();
+    assert_eq!(order[0], "critical", "{order:?}");
+}

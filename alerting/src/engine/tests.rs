@@ -43,17 +43,23 @@ const ONE: &str = "receivers:\n  - name: r\n    console: {}\n";
 fn an_alert_alone_fires_once_per_repeat_and_resolves_once() {
     let (_d, e) = engine(ONE);
     let a = alert(&[("alertname", "X")], Status::Firing);
-    let out = e.ingest(&[a.clone()], T0).expect("ingest");
+    let out = e.ingest(std::slice::from_ref(&a), T0).expect("ingest");
     assert_eq!((out.enqueued.len(), out.deduplicated), (1, 0));
-    let out = e.ingest(&[a.clone()], T0 + 60_000).expect("again");
+    let out = e
+        .ingest(std::slice::from_ref(&a), T0 + 60_000)
+        .expect("again");
     assert_eq!((out.enqueued.len(), out.deduplicated), (0, 1));
-    let out = e.ingest(&[a.clone()], T0 + 300_000).expect("after repeat");
+    let out = e
+        .ingest(std::slice::from_ref(&a), T0 + 300_000)
+        .expect("after repeat");
     assert_eq!(out.enqueued.len(), 1, "the 5m repeat");
     let r = Alert {
         status: Status::Resolved,
         ..a.clone()
     };
-    let out = e.ingest(&[r.clone()], T0 + 301_000).expect("resolve");
+    let out = e
+        .ingest(std::slice::from_ref(&r), T0 + 301_000)
+        .expect("resolve");
     assert_eq!(out.enqueued.len(), 1);
     let q = queued(&e, "r");
     assert_eq!(
@@ -77,7 +83,11 @@ fn an_alert_alone_fires_once_per_repeat_and_resolves_once() {
 fn a_queued_trigger_is_superseded_by_its_resolve() {
     let (_d, e) = engine(ONE);
     let a = alert(&[("alertname", "X")], Status::Firing);
-    let first = e.ingest(&[a.clone()], T0).expect("ingest").enqueued[0].1;
+    let first = e
+        .ingest(std::slice::from_ref(&a), T0)
+        .expect("ingest")
+        .enqueued[0]
+        .1;
     e.store()
         .settle(
             "r",
@@ -126,12 +136,12 @@ fn a_group_waits_then_notifies_once_and_changes_wait_for_the_interval() {
         Status::Firing,
     );
     assert!(e
-        .ingest(&[lost.clone()], T0)
+        .ingest(std::slice::from_ref(&lost), T0)
         .expect("1")
         .enqueued
         .is_empty());
     assert!(e
-        .ingest(&[noleader.clone()], T0 + 1_000)
+        .ingest(std::slice::from_ref(&noleader), T0 + 1_000)
         .expect("2")
         .enqueued
         .is_empty());
@@ -247,7 +257,9 @@ fn a_silenced_alert_is_notified_once_the_silence_expires() {
     };
     let id = e.post_silence(&p, T0).expect("silence");
     let a = alert(&[("alertname", "X")], Status::Firing);
-    let out = e.ingest(&[a.clone()], T0 + 1_000).expect("ingest");
+    let out = e
+        .ingest(std::slice::from_ref(&a), T0 + 1_000)
+        .expect("ingest");
     assert!(out.enqueued.is_empty());
     assert_eq!(e.alerts(T0 + 1_000)[0].silenced_by, vec![id.clone()]);
     assert!(e.tick(T0 + 2_000).expect("tick").enqueued.is_empty());
@@ -300,7 +312,7 @@ fn state_survives_reopening() {
     {
         let store = Arc::new(Store::open(dir.path()).expect("open"));
         let (e, _) = Engine::open(store, cfg.clone(), 100).expect("engine");
-        e.ingest(&[a.clone()], T0).expect("ingest");
+        e.ingest(std::slice::from_ref(&a), T0).expect("ingest");
     }
     let store = Arc::new(Store::open(dir.path()).expect("reopen"));
     let (e, _) = Engine::open(store, cfg, 100).expect("engine");
