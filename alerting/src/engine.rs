@@ -55,8 +55,8 @@ struct State {
     silences: BTreeMap<String, Silence>,
 }
 
-struct Inner {
-    state: State,
+/// What only writers touch, under the write lock.
+struct Writer {
     timers: HashMap<String, GroupTimer>,
 }
 
@@ -101,7 +101,10 @@ pub struct AlertView {
 pub struct Engine {
     store: Arc<Store>,
     config: RwLock<Arc<RelayConfig>>,
-    inner: Mutex<Inner>,
+    /// Serialises the steps that change the state (redb has one writer anyway).
+    writer: Mutex<Writer>,
+    /// The committed state; readers take the `Arc` and never wait for a commit.
+    state: RwLock<Arc<State>>,
     max_alerts: usize,
 }
 
@@ -194,14 +197,14 @@ impl Engine {
         let engine = Engine {
             store,
             config: RwLock::new(config),
-            inner: Mutex::new(Inner {
-                state: State {
-                    alerts: loaded.alerts,
-                    nflog: loaded.nflog,
-                    silences: loaded.silences,
-                },
+            writer: Mutex::new(Writer {
                 timers: HashMap::new(),
             }),
+            state: RwLock::new(Arc::new(State {
+                alerts: loaded.alerts,
+                nflog: loaded.nflog,
+                silences: loaded.silences,
+            })),
             max_alerts,
         };
         Ok((engine, q))
@@ -226,22 +229,39 @@ impl Engine {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        match self.inner.lock() {
+    fn write_lock(&self) -> MutexGuard<'_, Writer> {
+        match self.writer.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
     }
 
+    /// The committed state.
+    fn snapshot(&self) -> Arc<State> {
+        match self.state.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Publishes a state that has been committed.
+    fn publish(&self, next: State) {
+        let next = Arc::new(next);
+        match self.state.write() {
+            Ok(mut s) => *s = next,
+            Err(p) => *p.into_inner() = next,
+        }
+    }
+
     /// Reloads the state from the store after it was reopened.
     pub fn reload_state(&self) -> Result<u64, StoreError> {
+        let _w = self.write_lock();
         let loaded = self.store.load()?;
-        let mut inner = self.lock();
-        inner.state = State {
+        self.publish(State {
             alerts: loaded.alerts,
             nflog: loaded.nflog,
             silences: loaded.silences,
-        };
+        });
         Ok(loaded.quarantined)
     }
 
@@ -249,8 +269,8 @@ impl Engine {
     /// all in one durable transaction before returning.
     pub fn ingest(&self, alerts: &[Alert], now_ms: i64) -> Result<IngestOutcome, StoreError> {
         let cfg = self.config();
-        let mut inner = self.lock();
-        let mut next = inner.state.clone();
+        let mut w = self.write_lock();
+        let mut next = (*self.snapshot()).clone();
         let mut changes = Changes::default();
         let mut out = IngestOutcome {
             received: alerts.len(),
@@ -292,7 +312,7 @@ impl Engine {
             told.push((a, routes));
         }
         let groups = all_groups(&cfg, &next.alerts);
-        let mut timers = inner.timers.clone();
+        let mut timers = w.timers.clone();
         for key in &touched {
             timers.entry(key.clone()).or_insert(GroupTimer {
                 first_seen_ms: now_ms,
@@ -332,8 +352,8 @@ impl Engine {
             }
         }
         let applied = self.commit(&changes, now_ms)?;
-        inner.state = next;
-        inner.timers = timers;
+        self.publish(next);
+        w.timers = timers;
         out.enqueued = applied.enqueued;
         out.superseded = applied.superseded;
         Ok(out)
@@ -474,8 +494,8 @@ impl Engine {
     /// timers and logs, and long-expired silences.
     pub fn tick(&self, now_ms: i64) -> Result<TickOutcome, StoreError> {
         let cfg = self.config();
-        let mut inner = self.lock();
-        let mut next = inner.state.clone();
+        let mut w = self.write_lock();
+        let mut next = (*self.snapshot()).clone();
         let mut changes = Changes::default();
         let mut out = TickOutcome::default();
         let expired: Vec<Arc<StoredAlert>> = next
@@ -495,7 +515,7 @@ impl Engine {
             changes.alerts_put.push(a);
         }
         let groups = all_groups(&cfg, &next.alerts);
-        let mut timers = inner.timers.clone();
+        let mut timers = w.timers.clone();
         timers.retain(|k, _| groups.contains_key(k));
         self.flush_due(
             &cfg,
@@ -564,8 +584,8 @@ impl Engine {
             })
             .min();
         let applied = self.commit(&changes, now_ms)?;
-        inner.state = next;
-        inner.timers = timers;
+        self.publish(next);
+        w.timers = timers;
         out.enqueued = applied.enqueued;
         out.superseded = applied.superseded;
         Ok(out)
@@ -575,8 +595,7 @@ impl Engine {
     /// inhibitions.
     pub fn alerts(&self, now_ms: i64) -> Vec<AlertView> {
         let cfg = self.config();
-        let inner = self.lock();
-        let st = &inner.state;
+        let st = self.snapshot();
         let firing: Vec<&Alert> = st
             .alerts
             .values()
@@ -608,27 +627,27 @@ impl Engine {
 
     /// Alerts held (firing and resolved-not-yet-notified).
     pub fn alert_count(&self) -> usize {
-        self.lock().state.alerts.len()
+        self.snapshot().alerts.len()
     }
 
     pub fn silences(&self) -> Vec<Silence> {
-        self.lock().state.silences.values().cloned().collect()
+        self.snapshot().silences.values().cloned().collect()
     }
 
     pub fn silence(&self, id: &str) -> Option<Silence> {
-        self.lock().state.silences.get(id).cloned()
+        self.snapshot().silences.get(id).cloned()
     }
 
     /// Creates a silence, or updates the one `p.id` names; returns its id.
     pub fn post_silence(&self, p: &PostableSilence, now_ms: i64) -> Result<String, EngineError> {
         let valid = crate::silence::validate(p, now_ms)?;
-        let mut inner = self.lock();
+        let _w = self.write_lock();
+        let mut next = (*self.snapshot()).clone();
         let mut changes = Changes::default();
         let silence = match p.id.as_deref().filter(|s| !s.is_empty()) {
             None => Silence::create(valid, fastrand::u128(..), now_ms),
             Some(id) => {
-                let existing = inner
-                    .state
+                let existing = next
                     .silences
                     .get(id)
                     .ok_or_else(|| EngineError::NotFound(format!("silence {id} not found")))?;
@@ -644,16 +663,17 @@ impl Engine {
         changes.silences_put.push(silence.clone());
         self.store.apply(&changes, now_ms)?;
         for s in changes.silences_put {
-            inner.state.silences.insert(s.id.clone(), s);
+            next.silences.insert(s.id.clone(), s);
         }
+        self.publish(next);
         Ok(silence.id)
     }
 
     /// Expires silence `id` now.
     pub fn expire_silence(&self, id: &str, now_ms: i64) -> Result<(), EngineError> {
-        let mut inner = self.lock();
-        let mut s = inner
-            .state
+        let _w = self.write_lock();
+        let mut next = (*self.snapshot()).clone();
+        let mut s = next
             .silences
             .get(id)
             .cloned()
@@ -664,7 +684,8 @@ impl Engine {
             ..Changes::default()
         };
         self.store.apply(&changes, now_ms)?;
-        inner.state.silences.insert(s.id.clone(), s);
+        next.silences.insert(s.id.clone(), s);
+        self.publish(next);
         Ok(())
     }
 }
