@@ -212,10 +212,15 @@ async fn ingest_webhook(
 }
 
 /// Our own view of the firing alerts, with their silences and inhibitions.
-async fn active(State(s): State<AppState>) -> Response {
-    let alerts: Vec<Value> = s
-        .engine
-        .alerts(now_ms())
+/// The firing alerts, read on a blocking thread (a read waits for a step's commit).
+async fn views(engine: &Arc<Engine>) -> Result<Vec<AlertView>, ApiError> {
+    let engine = engine.clone();
+    blocking(move || Ok(engine.alerts(now_ms()))).await
+}
+
+async fn active(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let alerts: Vec<Value> = views(&s.engine)
+        .await?
         .into_iter()
         .map(|v| {
             let mut a = serde_json::to_value(v.stored.as_ref()).unwrap_or(Value::Null);
@@ -225,7 +230,7 @@ async fn active(State(s): State<AppState>) -> Response {
             a
         })
         .collect();
-    Json(json!({ "alerts": alerts })).into_response()
+    Ok(Json(json!({ "alerts": alerts })).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -341,9 +346,8 @@ fn gettable_alert(v: &AlertView) -> Value {
 
 async fn v2_alerts(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let f = AlertFilter::parse(q.as_deref())?;
-    let alerts: Vec<Value> = s
-        .engine
-        .alerts(now_ms())
+    let alerts: Vec<Value> = views(&s.engine)
+        .await?
         .iter()
         .filter(|v| f.keeps(v))
         .map(gettable_alert)
@@ -359,7 +363,7 @@ async fn v2_groups(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<R
     let f = AlertFilter::parse(q.as_deref())?;
     let cfg = s.engine.config();
     let mut groups = GroupedAlerts::new();
-    for v in s.engine.alerts(now_ms()).iter().filter(|v| f.keeps(v)) {
+    for v in views(&s.engine).await?.iter().filter(|v| f.keeps(v)) {
         for i in cfg.router.matching(&v.stored.alert.labels) {
             let route = &cfg.router.routes()[i];
             let labels: Vec<(String, String)> = route
@@ -409,9 +413,9 @@ async fn v2_silences(
         }
     }
     let now = now_ms();
-    let out: Vec<Value> = s
-        .engine
-        .silences()
+    let engine = s.engine.clone();
+    let out: Vec<Value> = blocking(move || Ok(engine.silences()))
+        .await?
         .iter()
         .filter(|x| silence_passes(&x.matchers, &filter))
         .map(|x| serde_json::to_value(x.to_gettable(now)).unwrap_or(Value::Null))
@@ -436,9 +440,10 @@ async fn v2_silence(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let x = s
-        .engine
-        .silence(&id)
+    let engine = s.engine.clone();
+    let wanted = id.clone();
+    let x = blocking(move || Ok(engine.silence(&wanted)))
+        .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("silence {id} not found")))?;
     Ok(Json(x.to_gettable(now_ms())).into_response())
 }

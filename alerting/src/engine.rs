@@ -5,12 +5,17 @@
 //! has passed; silenced and inhibited alerts are left out.
 //!
 //! The state (alerts, notification log, silences) is kept in memory and in the
-//! [`Store`]: every step works on a copy, writes what changed in one durable transaction,
-//! and only then replaces the state, so a failed write (a full disk) changes nothing.
-//! Group timers live in memory only: after a restart every group waits `group_wait` again
-//! and the durable notification log keeps receivers from hearing anything twice.
+//! [`Store`]. A step changes the memory in place through a [`Tx`] that records what it
+//! changed and how to undo it, writes the changes in one durable transaction, and undoes
+//! them if the write fails (a full disk), so memory never holds what the disk does not.
+//! The cost of a step is that of the alerts and groups it touches, not of all the relay
+//! holds: groups are an index kept up to date as alerts come and go (rebuilt only when the
+//! configuration changes). Group timers live in memory only: after a restart every group
+//! waits `group_wait` again and the durable notification log keeps receivers from hearing
+//! anything twice.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -42,30 +47,225 @@ impl From<SilenceError> for EngineError {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct GroupTimer {
     first_seen_ms: i64,
     last_flush_ms: Option<i64>,
 }
 
-#[derive(Default, Clone)]
-struct State {
-    alerts: BTreeMap<String, Arc<StoredAlert>>,
-    nflog: BTreeMap<String, NotifyLog>,
-    silences: BTreeMap<String, Silence>,
-}
-
-/// What only writers touch, under the write lock.
-struct Writer {
-    timers: HashMap<String, GroupTimer>,
-}
-
-/// A group as routing makes it: the route, the key and the fingerprints in it.
+/// A group: its route, its labels and the fingerprints in it.
 #[derive(Debug)]
 struct Group {
     route: usize,
     labels: Labels,
-    members: Vec<String>,
+    members: BTreeSet<String>,
+}
+
+/// A route an alert takes: its index, the alert's group labels and group key there.
+type RouteGroup = (usize, Labels, String);
+
+#[derive(Default)]
+struct State {
+    alerts: BTreeMap<String, Arc<StoredAlert>>,
+    nflog: BTreeMap<String, NotifyLog>,
+    silences: BTreeMap<String, Silence>,
+    timers: HashMap<String, GroupTimer>,
+    /// Group key → group, derived from `alerts` and the configuration.
+    groups: BTreeMap<String, Group>,
+    /// Fingerprint → the keys of its groups.
+    memberships: HashMap<String, Vec<String>>,
+    /// The configuration the index was built with.
+    indexed_with: Option<Arc<RelayConfig>>,
+}
+
+impl State {
+    /// Rebuilds the group index if the configuration changed since it was built.
+    fn index(&mut self, cfg: &Arc<RelayConfig>) {
+        if self
+            .indexed_with
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, cfg))
+        {
+            return;
+        }
+        self.groups.clear();
+        self.memberships.clear();
+        let alerts: Vec<Arc<StoredAlert>> = self.alerts.values().cloned().collect();
+        for a in alerts {
+            self.join(cfg, &a.alert);
+        }
+        self.indexed_with = Some(cfg.clone());
+    }
+
+    fn join(&mut self, cfg: &RelayConfig, a: &Alert) {
+        let mut keys = Vec::new();
+        for (route, labels, key) in groups_of(cfg, a) {
+            self.groups
+                .entry(key.clone())
+                .or_insert_with(|| Group {
+                    route,
+                    labels,
+                    members: BTreeSet::new(),
+                })
+                .members
+                .insert(a.fingerprint.clone());
+            keys.push(key);
+        }
+        self.memberships.insert(a.fingerprint.clone(), keys);
+    }
+
+    fn leave(&mut self, fp: &str) {
+        for key in self.memberships.remove(fp).unwrap_or_default() {
+            if let Some(g) = self.groups.get_mut(&key) {
+                g.members.remove(fp);
+                if g.members.is_empty() {
+                    self.groups.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn due_at(&self, cfg: &RelayConfig, key: &str, t: &GroupTimer) -> Option<i64> {
+        let route = &cfg.router.routes()[self.groups.get(key)?.route];
+        Some(match t.last_flush_ms {
+            None => t.first_seen_ms.saturating_add(ms(route.group.wait)),
+            Some(last) => last.saturating_add(ms(route.group.interval)),
+        })
+    }
+}
+
+/// One change a [`Tx`] made, with what was there before.
+enum Undo {
+    Alert(String, Option<Arc<StoredAlert>>),
+    Nflog(String, Option<NotifyLog>),
+    Silence(String, Option<Silence>),
+    Timer(String, Option<GroupTimer>),
+}
+
+/// Changes to the state in place, recorded for the store and for undoing.
+struct Tx<'a> {
+    st: &'a mut State,
+    cfg: &'a Arc<RelayConfig>,
+    changes: Changes,
+    undo: Vec<Undo>,
+}
+
+impl<'a> Tx<'a> {
+    fn new(st: &'a mut State, cfg: &'a Arc<RelayConfig>) -> Self {
+        st.index(cfg);
+        Tx {
+            st,
+            cfg,
+            changes: Changes::default(),
+            undo: Vec::new(),
+        }
+    }
+
+    fn put_alert(&mut self, a: Arc<StoredAlert>) {
+        let fp = a.alert.fingerprint.clone();
+        let prev = self.st.alerts.insert(fp.clone(), a.clone());
+        if prev.is_none() {
+            self.st.join(self.cfg, &a.alert);
+        }
+        self.undo.push(Undo::Alert(fp, prev));
+        self.changes.alerts_put.push(a);
+    }
+
+    fn del_alert(&mut self, fp: &str) {
+        if let Some(prev) = self.st.alerts.remove(fp) {
+            self.st.leave(fp);
+            self.undo.push(Undo::Alert(fp.to_owned(), Some(prev)));
+            self.changes.alerts_del.push(fp.to_owned());
+        }
+    }
+
+    fn put_nflog(&mut self, key: String, n: NotifyLog) {
+        let prev = self.st.nflog.insert(key.clone(), n.clone());
+        self.undo.push(Undo::Nflog(key.clone(), prev));
+        self.changes.nflog_put.push((key, n));
+    }
+
+    fn del_nflog(&mut self, key: &str) {
+        if let Some(prev) = self.st.nflog.remove(key) {
+            self.undo.push(Undo::Nflog(key.to_owned(), Some(prev)));
+            self.changes.nflog_del.push(key.to_owned());
+        }
+    }
+
+    fn put_silence(&mut self, s: Silence) {
+        let prev = self.st.silences.insert(s.id.clone(), s.clone());
+        self.undo.push(Undo::Silence(s.id.clone(), prev));
+        self.changes.silences_put.push(s);
+    }
+
+    fn del_silence(&mut self, id: &str) {
+        if let Some(prev) = self.st.silences.remove(id) {
+            self.undo.push(Undo::Silence(id.to_owned(), Some(prev)));
+            self.changes.silences_del.push(id.to_owned());
+        }
+    }
+
+    fn set_timer(&mut self, key: &str, t: Option<GroupTimer>) {
+        let prev = match t {
+            Some(t) => self.st.timers.insert(key.to_owned(), t),
+            None => self.st.timers.remove(key),
+        };
+        if prev != t {
+            self.undo.push(Undo::Timer(key.to_owned(), prev));
+        }
+    }
+
+    /// Writes the changes durably, or undoes them all.
+    fn commit(self, store: &Store, now_ms: i64) -> Result<Applied, StoreError> {
+        if self.changes.is_empty() {
+            return Ok(Applied::default());
+        }
+        match store.apply(&self.changes, now_ms) {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    fn rollback(self) {
+        let (st, cfg) = (self.st, self.cfg);
+        for u in self.undo.into_iter().rev() {
+            match u {
+                Undo::Alert(fp, prev) => {
+                    if st.alerts.remove(&fp).is_some() {
+                        st.leave(&fp);
+                    }
+                    if let Some(p) = prev {
+                        st.join(cfg, &p.alert);
+                        st.alerts.insert(fp, p);
+                    }
+                }
+                Undo::Nflog(k, prev) => restore(&mut st.nflog, k, prev),
+                Undo::Silence(k, prev) => restore(&mut st.silences, k, prev),
+                Undo::Timer(k, prev) => match prev {
+                    Some(t) => {
+                        st.timers.insert(k, t);
+                    }
+                    None => {
+                        st.timers.remove(&k);
+                    }
+                },
+            }
+        }
+    }
+}
+
+fn restore<V>(map: &mut BTreeMap<String, V>, k: String, prev: Option<V>) {
+    match prev {
+        Some(v) => {
+            map.insert(k, v);
+        }
+        None => {
+            map.remove(&k);
+        }
+    }
 }
 
 /// What an ingest did.
@@ -101,10 +301,9 @@ pub struct AlertView {
 pub struct Engine {
     store: Arc<Store>,
     config: RwLock<Arc<RelayConfig>>,
-    /// Serialises the steps that change the state (redb has one writer anyway).
-    writer: Mutex<Writer>,
-    /// The committed state; readers take the `Arc` and never wait for a commit.
-    state: RwLock<Arc<State>>,
+    /// Readers wait for a step's commit (milliseconds); call from blocking threads.
+    state: Mutex<State>,
+    alert_count: AtomicUsize,
     max_alerts: usize,
 }
 
@@ -136,8 +335,7 @@ pub fn needs_update(
     if !firing.is_subset(&e.firing) || !resolved.is_subset(&e.resolved) {
         return true;
     }
-    let repeat_ms = i64::try_from(repeat.as_millis()).unwrap_or(i64::MAX);
-    !firing.is_empty() && now_ms.saturating_sub(e.at_ms) >= repeat_ms
+    !firing.is_empty() && now_ms.saturating_sub(e.at_ms) >= ms(repeat)
 }
 
 /// Whether a firing alert's `endsAt` lease has run out at `now_ms`.
@@ -147,9 +345,6 @@ fn lease_expired(a: &Alert, now_ms: i64) -> bool {
         .flatten()
         .is_some_and(|end| end <= now_ms)
 }
-
-/// A route an alert takes: its index, the alert's group labels and group key there.
-type RouteGroup = (usize, Labels, String);
 
 fn groups_of(cfg: &RelayConfig, a: &Alert) -> Vec<RouteGroup> {
     cfg.router
@@ -164,24 +359,148 @@ fn groups_of(cfg: &RelayConfig, a: &Alert) -> Vec<RouteGroup> {
         .collect()
 }
 
-fn all_groups(
-    cfg: &RelayConfig,
-    alerts: &BTreeMap<String, Arc<StoredAlert>>,
-) -> BTreeMap<String, Group> {
-    let mut out: BTreeMap<String, Group> = BTreeMap::new();
-    for (fp, a) in alerts {
-        for (route, labels, key) in groups_of(cfg, &a.alert) {
-            out.entry(key)
-                .or_insert_with(|| Group {
-                    route,
-                    labels,
-                    members: Vec::new(),
-                })
-                .members
-                .push(fp.clone());
+/// What flushing one group decided.
+struct Flush {
+    key: String,
+    timer: GroupTimer,
+    flushed: bool,
+    /// Deliveries with the notification-log entries they set.
+    deliveries: Vec<(NewDelivery, String, NotifyLog)>,
+}
+
+/// Decides the flushes of the groups `keys` at `now_ms`: due or not, and for each
+/// receiver whether and what to notify. Pure: reads the state, changes nothing.
+fn decide(st: &State, cfg: &RelayConfig, keys: &[String], now_ms: i64) -> Vec<Flush> {
+    let active: Vec<&Silence> = st
+        .silences
+        .values()
+        .filter(|s| s.state(now_ms) == SilenceState::Active)
+        .collect();
+    let inhibitor = (!cfg.inhibit_rules.is_empty()).then(|| {
+        Inhibitor::new(
+            &cfg.inhibit_rules,
+            st.alerts
+                .values()
+                .filter(|a| a.alert.status == Status::Firing)
+                .map(|a| &a.alert),
+        )
+    });
+    let mut out = Vec::new();
+    for key in keys {
+        let Some(g) = st.groups.get(key) else {
+            continue;
+        };
+        let route = &cfg.router.routes()[g.route];
+        let mut timer = st.timers.get(key).copied().unwrap_or(GroupTimer {
+            first_seen_ms: now_ms,
+            last_flush_ms: None,
+        });
+        let due_at = st.due_at(cfg, key, &timer).unwrap_or(now_ms);
+        let mut flush = Flush {
+            key: key.clone(),
+            timer,
+            flushed: false,
+            deliveries: Vec::new(),
+        };
+        if now_ms < due_at {
+            out.push(flush);
+            continue;
         }
+        timer.last_flush_ms = Some(now_ms);
+        flush.timer = timer;
+        flush.flushed = true;
+        let members: Vec<&Alert> = g
+            .members
+            .iter()
+            .filter_map(|fp| st.alerts.get(fp).map(|a| &a.alert))
+            .collect();
+        let firing: Vec<&Alert> = members
+            .iter()
+            .copied()
+            .filter(|a| a.status == Status::Firing)
+            .filter(|a| !active.iter().any(|s| s.matches(&a.labels)))
+            .filter(|a| {
+                inhibitor
+                    .as_ref()
+                    .is_none_or(|i| i.inhibited_by(a).is_none())
+            })
+            .collect();
+        let firing_fps: BTreeSet<String> = firing.iter().map(|a| a.fingerprint.clone()).collect();
+        for &r in &route.receivers {
+            let receiver = &cfg.receivers[r];
+            let nkey = slot_key(&receiver.name, key);
+            let entry = st.nflog.get(&nkey);
+            let heard = entry.map(|e| &e.firing);
+            let resolved: Vec<&Alert> = members
+                .iter()
+                .copied()
+                .filter(|a| receiver.send_resolved && a.status == Status::Resolved)
+                .filter(|a| heard.is_some_and(|h| h.contains(&a.fingerprint)))
+                .collect();
+            let resolved_fps: BTreeSet<String> =
+                resolved.iter().map(|a| a.fingerprint.clone()).collect();
+            if !needs_update(
+                entry,
+                &firing_fps,
+                &resolved_fps,
+                route.group.repeat,
+                now_ms,
+            ) {
+                continue;
+            }
+            let status = if firing.is_empty() {
+                Status::Resolved
+            } else {
+                Status::Firing
+            };
+            let alerts: Vec<Alert> = firing
+                .iter()
+                .chain(resolved.iter())
+                .map(|a| (*a).clone())
+                .collect();
+            let prio = alerts
+                .iter()
+                .map(|a| priority(&a.labels))
+                .min()
+                .unwrap_or(u8::MAX);
+            flush.deliveries.push((
+                NewDelivery {
+                    receiver: receiver.name.clone(),
+                    notification: GroupNotification {
+                        group_key: key.clone(),
+                        group_labels: g.labels.clone(),
+                        status,
+                        alerts,
+                    },
+                    priority: prio,
+                },
+                nkey,
+                NotifyLog {
+                    firing: firing_fps.clone(),
+                    resolved: resolved_fps,
+                    at_ms: now_ms,
+                },
+            ));
+        }
+        out.push(flush);
     }
     out
+}
+
+/// Applies flush decisions to `tx`; returns the keys of the groups that flushed.
+fn apply_flushes(tx: &mut Tx<'_>, flushes: Vec<Flush>) -> BTreeSet<String> {
+    let mut flushed = BTreeSet::new();
+    for f in flushes {
+        tx.set_timer(&f.key, Some(f.timer));
+        if f.flushed {
+            flushed.insert(f.key);
+        }
+        for (d, nkey, log) in f.deliveries {
+            tx.put_nflog(nkey, log);
+            tx.changes.deliveries.push(d);
+        }
+    }
+    flushed
 }
 
 impl Engine {
@@ -194,17 +513,18 @@ impl Engine {
     ) -> Result<(Self, u64), StoreError> {
         let loaded = store.load()?;
         let q = loaded.quarantined;
+        let mut state = State {
+            alerts: loaded.alerts,
+            nflog: loaded.nflog,
+            silences: loaded.silences,
+            ..State::default()
+        };
+        state.index(&config);
         let engine = Engine {
             store,
             config: RwLock::new(config),
-            writer: Mutex::new(Writer {
-                timers: HashMap::new(),
-            }),
-            state: RwLock::new(Arc::new(State {
-                alerts: loaded.alerts,
-                nflog: loaded.nflog,
-                silences: loaded.silences,
-            })),
+            alert_count: AtomicUsize::new(state.alerts.len()),
+            state: Mutex::new(state),
             max_alerts,
         };
         Ok((engine, q))
@@ -221,7 +541,7 @@ impl Engine {
         }
     }
 
-    /// Takes a new configuration (SIGHUP); groups are recomputed at the next step.
+    /// Takes a new configuration (SIGHUP); groups are rebuilt at the next step.
     pub fn set_config(&self, cfg: Arc<RelayConfig>) {
         match self.config.write() {
             Ok(mut c) => *c = cfg,
@@ -229,39 +549,25 @@ impl Engine {
         }
     }
 
-    fn write_lock(&self) -> MutexGuard<'_, Writer> {
-        match self.writer.lock() {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
     }
 
-    /// The committed state.
-    fn snapshot(&self) -> Arc<State> {
-        match self.state.read() {
-            Ok(s) => s.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    /// Publishes a state that has been committed.
-    fn publish(&self, next: State) {
-        let next = Arc::new(next);
-        match self.state.write() {
-            Ok(mut s) => *s = next,
-            Err(p) => *p.into_inner() = next,
-        }
-    }
-
     /// Reloads the state from the store after it was reopened.
     pub fn reload_state(&self) -> Result<u64, StoreError> {
-        let _w = self.write_lock();
+        let mut st = self.lock();
         let loaded = self.store.load()?;
-        self.publish(State {
+        *st = State {
             alerts: loaded.alerts,
             nflog: loaded.nflog,
             silences: loaded.silences,
-        });
+            timers: std::mem::take(&mut st.timers),
+            ..State::default()
+        };
+        self.alert_count.store(st.alerts.len(), Ordering::Relaxed);
         Ok(loaded.quarantined)
     }
 
@@ -269,20 +575,18 @@ impl Engine {
     /// all in one durable transaction before returning.
     pub fn ingest(&self, alerts: &[Alert], now_ms: i64) -> Result<IngestOutcome, StoreError> {
         let cfg = self.config();
-        let mut w = self.write_lock();
-        let mut next = (*self.snapshot()).clone();
-        let mut changes = Changes::default();
+        let mut st = self.lock();
+        let mut tx = Tx::new(&mut st, &cfg);
         let mut out = IngestOutcome {
             received: alerts.len(),
             ..IngestOutcome::default()
         };
         let mut touched: BTreeSet<String> = BTreeSet::new();
-        let mut told: Vec<(&Alert, Vec<RouteGroup>)> = Vec::new();
+        let mut told: Vec<&Alert> = Vec::new();
         for a in alerts {
-            let known = next.alerts.get(&a.fingerprint).cloned();
-            let routes = groups_of(&cfg, a);
+            let known = tx.st.alerts.get(&a.fingerprint).cloned();
             let stored = match (a.status, &known) {
-                (Status::Firing, None) if next.alerts.len() >= self.max_alerts => {
+                (Status::Firing, None) if tx.st.alerts.len() >= self.max_alerts => {
                     out.refused_full += 1;
                     continue;
                 }
@@ -293,7 +597,7 @@ impl Engine {
                 },
                 // Never heard firing: nobody to tell.
                 (Status::Resolved, None) => {
-                    out.deduplicated += routes
+                    out.deduplicated += groups_of(&cfg, a)
                         .iter()
                         .map(|(r, ..)| cfg.router.routes()[*r].receivers.len())
                         .sum::<usize>();
@@ -305,39 +609,25 @@ impl Engine {
                     resolved_at_ms: Some(k.resolved_at_ms.unwrap_or(now_ms)),
                 },
             };
-            let stored = Arc::new(stored);
-            next.alerts.insert(a.fingerprint.clone(), stored.clone());
-            changes.alerts_put.push(stored);
-            touched.extend(routes.iter().map(|(.., k)| k.clone()));
-            told.push((a, routes));
+            tx.put_alert(Arc::new(stored));
+            if let Some(keys) = tx.st.memberships.get(&a.fingerprint) {
+                touched.extend(keys.iter().cloned());
+            }
+            told.push(a);
         }
-        let groups = all_groups(&cfg, &next.alerts);
-        let mut timers = w.timers.clone();
-        for key in &touched {
-            timers.entry(key.clone()).or_insert(GroupTimer {
-                first_seen_ms: now_ms,
-                last_flush_ms: None,
-            });
-        }
-        let flushed = self.flush_due(
-            &cfg,
-            &groups,
-            Some(&touched),
-            &mut timers,
-            &mut next,
-            &mut changes,
-            now_ms,
-        );
+        let keys: Vec<String> = touched.into_iter().collect();
+        let flushes = decide(tx.st, &cfg, &keys, now_ms);
+        let flushed = apply_flushes(&mut tx, flushes);
         // An alert whose flushed group told a receiver nothing including it was
         // deduplicated for that receiver.
-        for (a, routes) in &told {
-            for (route, _, key) in routes {
-                if !flushed.contains(key) {
+        for a in &told {
+            for key in tx.st.memberships.get(&a.fingerprint).into_iter().flatten() {
+                let Some(g) = tx.st.groups.get(key).filter(|_| flushed.contains(key)) else {
                     continue;
-                }
-                for &r in &cfg.router.routes()[*route].receivers {
+                };
+                for &r in &cfg.router.routes()[g.route].receivers {
                     let name = &cfg.receivers[r].name;
-                    let sent = changes.deliveries.iter().any(|d| {
+                    let sent = tx.changes.deliveries.iter().any(|d| {
                         &d.receiver == name
                             && d.notification.group_key == *key
                             && d.notification
@@ -351,142 +641,11 @@ impl Engine {
                 }
             }
         }
-        let applied = self.commit(&changes, now_ms)?;
-        self.publish(next);
-        w.timers = timers;
+        let applied = tx.commit(&self.store, now_ms)?;
+        self.alert_count.store(st.alerts.len(), Ordering::Relaxed);
         out.enqueued = applied.enqueued;
         out.superseded = applied.superseded;
         Ok(out)
-    }
-
-    fn commit(&self, changes: &Changes, now_ms: i64) -> Result<Applied, StoreError> {
-        if changes.is_empty() {
-            return Ok(Applied::default());
-        }
-        self.store.apply(changes, now_ms)
-    }
-
-    /// Flushes the groups (of `only`, or all) whose timer is due; returns their keys.
-    #[allow(clippy::too_many_arguments)]
-    fn flush_due(
-        &self,
-        cfg: &RelayConfig,
-        groups: &BTreeMap<String, Group>,
-        only: Option<&BTreeSet<String>>,
-        timers: &mut HashMap<String, GroupTimer>,
-        next: &mut State,
-        changes: &mut Changes,
-        now_ms: i64,
-    ) -> BTreeSet<String> {
-        let firing: Vec<&Alert> = next
-            .alerts
-            .values()
-            .filter(|a| a.alert.status == Status::Firing)
-            .map(|a| &a.alert)
-            .collect();
-        let inhibitor = Inhibitor::new(&cfg.inhibit_rules, firing.iter().copied());
-        let active: Vec<&Silence> = next
-            .silences
-            .values()
-            .filter(|s| s.state(now_ms) == SilenceState::Active)
-            .collect();
-        let mut flushed = BTreeSet::new();
-        let mut nflog_updates = Vec::new();
-        for (key, g) in groups {
-            if only.is_some_and(|o| !o.contains(key)) {
-                continue;
-            }
-            let route = &cfg.router.routes()[g.route];
-            let t = timers.entry(key.clone()).or_insert(GroupTimer {
-                first_seen_ms: now_ms,
-                last_flush_ms: None,
-            });
-            let due_at = match t.last_flush_ms {
-                None => t.first_seen_ms + ms(route.group.wait),
-                Some(last) => last + ms(route.group.interval),
-            };
-            if now_ms < due_at {
-                continue;
-            }
-            t.last_flush_ms = Some(now_ms);
-            flushed.insert(key.clone());
-            let members: Vec<&Alert> = g
-                .members
-                .iter()
-                .filter_map(|fp| next.alerts.get(fp).map(|a| &a.alert))
-                .collect();
-            let firing: Vec<&Alert> = members
-                .iter()
-                .copied()
-                .filter(|a| a.status == Status::Firing)
-                .filter(|a| !active.iter().any(|s| s.matches(&a.labels)))
-                .filter(|a| inhibitor.inhibited_by(a).is_none())
-                .collect();
-            let firing_fps: BTreeSet<String> =
-                firing.iter().map(|a| a.fingerprint.clone()).collect();
-            for &r in &route.receivers {
-                let receiver = &cfg.receivers[r].name;
-                let send_resolved = cfg.receivers[r].send_resolved;
-                let nkey = slot_key(receiver, key);
-                let entry = next.nflog.get(&nkey);
-                let heard = entry.map(|e| &e.firing);
-                let resolved: Vec<&Alert> = members
-                    .iter()
-                    .copied()
-                    .filter(|a| send_resolved && a.status == Status::Resolved)
-                    .filter(|a| heard.is_some_and(|h| h.contains(&a.fingerprint)))
-                    .collect();
-                let resolved_fps: BTreeSet<String> =
-                    resolved.iter().map(|a| a.fingerprint.clone()).collect();
-                if !needs_update(
-                    entry,
-                    &firing_fps,
-                    &resolved_fps,
-                    route.group.repeat,
-                    now_ms,
-                ) {
-                    continue;
-                }
-                let status = if firing.is_empty() {
-                    Status::Resolved
-                } else {
-                    Status::Firing
-                };
-                let alerts: Vec<Alert> = firing
-                    .iter()
-                    .chain(resolved.iter())
-                    .map(|a| (*a).clone())
-                    .collect();
-                let prio = alerts
-                    .iter()
-                    .map(|a| priority(&a.labels))
-                    .min()
-                    .unwrap_or(u8::MAX);
-                changes.deliveries.push(NewDelivery {
-                    receiver: receiver.clone(),
-                    notification: GroupNotification {
-                        group_key: key.clone(),
-                        group_labels: g.labels.clone(),
-                        status,
-                        alerts,
-                    },
-                    priority: prio,
-                });
-                nflog_updates.push((
-                    nkey,
-                    NotifyLog {
-                        firing: firing_fps.clone(),
-                        resolved: resolved_fps,
-                        at_ms: now_ms,
-                    },
-                ));
-            }
-        }
-        for (k, n) in nflog_updates {
-            next.nflog.insert(k.clone(), n.clone());
-            changes.nflog_put.push((k, n));
-        }
-        flushed
     }
 
     /// The periodic step: resolves alerts whose lease ran out, flushes due groups,
@@ -494,11 +653,11 @@ impl Engine {
     /// timers and logs, and long-expired silences.
     pub fn tick(&self, now_ms: i64) -> Result<TickOutcome, StoreError> {
         let cfg = self.config();
-        let mut w = self.write_lock();
-        let mut next = (*self.snapshot()).clone();
-        let mut changes = Changes::default();
+        let mut st = self.lock();
+        let mut tx = Tx::new(&mut st, &cfg);
         let mut out = TickOutcome::default();
-        let expired: Vec<Arc<StoredAlert>> = next
+        let expired: Vec<Arc<StoredAlert>> = tx
+            .st
             .alerts
             .values()
             .filter(|a| a.alert.status == Status::Firing && lease_expired(&a.alert, now_ms))
@@ -511,31 +670,34 @@ impl Engine {
             .collect();
         out.expired = expired.len();
         for a in expired {
-            next.alerts.insert(a.alert.fingerprint.clone(), a.clone());
-            changes.alerts_put.push(a);
+            tx.put_alert(a);
         }
-        let groups = all_groups(&cfg, &next.alerts);
-        let mut timers = w.timers.clone();
-        timers.retain(|k, _| groups.contains_key(k));
-        self.flush_due(
-            &cfg,
-            &groups,
-            None,
-            &mut timers,
-            &mut next,
-            &mut changes,
-            now_ms,
-        );
+        let due: Vec<String> = tx
+            .st
+            .groups
+            .keys()
+            .filter(|k| {
+                tx.st
+                    .timers
+                    .get(*k)
+                    .is_none_or(|t| tx.st.due_at(&cfg, k, t).is_some_and(|due| due <= now_ms))
+            })
+            .cloned()
+            .collect();
+        let flushes = decide(tx.st, &cfg, &due, now_ms);
+        apply_flushes(&mut tx, flushes);
         // Resolved alerts go once every group holding them has flushed since.
-        let gone: Vec<String> = next
+        let gone: Vec<String> = tx
+            .st
             .alerts
             .iter()
             .filter_map(|(fp, a)| {
                 let at = a.resolved_at_ms?;
-                groups_of(&cfg, &a.alert)
-                    .iter()
-                    .all(|(.., key)| {
-                        timers
+                let keys = tx.st.memberships.get(fp)?;
+                keys.iter()
+                    .all(|key| {
+                        tx.st
+                            .timers
                             .get(key)
                             .and_then(|t| t.last_flush_ms)
                             .is_some_and(|f| f >= at)
@@ -544,48 +706,49 @@ impl Engine {
             })
             .collect();
         for fp in gone {
-            next.alerts.remove(&fp);
-            changes.alerts_del.push(fp);
+            tx.del_alert(&fp);
         }
-        let live = all_groups(&cfg, &next.alerts);
-        timers.retain(|k, _| live.contains_key(k));
-        let stale: Vec<String> = next
+        let stale_timers: Vec<String> = tx
+            .st
+            .timers
+            .keys()
+            .filter(|k| !tx.st.groups.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in stale_timers {
+            tx.set_timer(&k, None);
+        }
+        let stale_logs: Vec<String> = tx
+            .st
             .nflog
             .keys()
             .filter(|k| {
                 let group = k.split_once('\0').map_or("", |(_, g)| g);
-                !live.contains_key(group)
+                !tx.st.groups.contains_key(group)
             })
             .cloned()
             .collect();
-        for k in stale {
-            next.nflog.remove(&k);
-            changes.nflog_del.push(k);
+        for k in stale_logs {
+            tx.del_nflog(&k);
         }
-        let old_silences: Vec<String> = next
+        let old_silences: Vec<String> = tx
+            .st
             .silences
             .values()
             .filter(|s| now_ms.saturating_sub(s.ends_at_ms) > SILENCE_RETENTION_MS)
             .map(|s| s.id.clone())
             .collect();
         for id in old_silences {
-            next.silences.remove(&id);
-            changes.silences_del.push(id);
+            tx.del_silence(&id);
         }
-        out.next_due_ms = live
+        out.next_due_ms = tx
+            .st
+            .timers
             .iter()
-            .filter_map(|(k, g)| {
-                let t = timers.get(k)?;
-                let route = &cfg.router.routes()[g.route];
-                Some(match t.last_flush_ms {
-                    None => t.first_seen_ms + ms(route.group.wait),
-                    Some(last) => last + ms(route.group.interval),
-                })
-            })
+            .filter_map(|(k, t)| tx.st.due_at(&cfg, k, t))
             .min();
-        let applied = self.commit(&changes, now_ms)?;
-        self.publish(next);
-        w.timers = timers;
+        let applied = tx.commit(&self.store, now_ms)?;
+        self.alert_count.store(st.alerts.len(), Ordering::Relaxed);
         out.enqueued = applied.enqueued;
         out.superseded = applied.superseded;
         Ok(out)
@@ -595,20 +758,20 @@ impl Engine {
     /// inhibitions.
     pub fn alerts(&self, now_ms: i64) -> Vec<AlertView> {
         let cfg = self.config();
-        let st = self.snapshot();
-        let firing: Vec<&Alert> = st
-            .alerts
-            .values()
-            .filter(|a| a.alert.status == Status::Firing && !lease_expired(&a.alert, now_ms))
-            .map(|a| &a.alert)
-            .collect();
-        let inhibitor = Inhibitor::new(&cfg.inhibit_rules, firing.iter().copied());
+        let st = self.lock();
+        let live = |a: &&Arc<StoredAlert>| {
+            a.alert.status == Status::Firing && !lease_expired(&a.alert, now_ms)
+        };
+        let inhibitor = Inhibitor::new(
+            &cfg.inhibit_rules,
+            st.alerts.values().filter(live).map(|a| &a.alert),
+        );
         st.alerts
             .values()
-            .filter(|a| a.alert.status == Status::Firing && !lease_expired(&a.alert, now_ms))
+            .filter(live)
             .map(|a| AlertView {
                 stored: a.clone(),
-                receivers: cfg.receivers_for(&a.alert).into_iter().collect(),
+                receivers: cfg.receivers_for(&a.alert),
                 silenced_by: st
                     .silences
                     .values()
@@ -625,67 +788,64 @@ impl Engine {
             .collect()
     }
 
-    /// Alerts held (firing and resolved-not-yet-notified).
+    /// Alerts held (firing and resolved-not-yet-notified), without waiting for a step.
     pub fn alert_count(&self) -> usize {
-        self.snapshot().alerts.len()
+        self.alert_count.load(Ordering::Relaxed)
     }
 
     pub fn silences(&self) -> Vec<Silence> {
-        self.snapshot().silences.values().cloned().collect()
+        self.lock().silences.values().cloned().collect()
     }
 
     pub fn silence(&self, id: &str) -> Option<Silence> {
-        self.snapshot().silences.get(id).cloned()
+        self.lock().silences.get(id).cloned()
     }
 
     /// Creates a silence, or updates the one `p.id` names; returns its id.
     pub fn post_silence(&self, p: &PostableSilence, now_ms: i64) -> Result<String, EngineError> {
         let valid = crate::silence::validate(p, now_ms)?;
-        let _w = self.write_lock();
-        let mut next = (*self.snapshot()).clone();
-        let mut changes = Changes::default();
+        let cfg = self.config();
+        let mut st = self.lock();
+        let mut tx = Tx::new(&mut st, &cfg);
         let silence = match p.id.as_deref().filter(|s| !s.is_empty()) {
             None => Silence::create(valid, fastrand::u128(..), now_ms),
             Some(id) => {
-                let existing = next
+                let existing = tx
+                    .st
                     .silences
                     .get(id)
                     .ok_or_else(|| EngineError::NotFound(format!("silence {id} not found")))?;
                 match crate::silence::update(existing, valid, now_ms) {
                     crate::silence::Update::InPlace(s) => s,
                     crate::silence::Update::Replace { expired, new } => {
-                        changes.silences_put.extend(expired);
+                        if let Some(old) = expired {
+                            tx.put_silence(old);
+                        }
                         Silence::create(new, fastrand::u128(..), now_ms)
                     }
                 }
             }
         };
-        changes.silences_put.push(silence.clone());
-        self.store.apply(&changes, now_ms)?;
-        for s in changes.silences_put {
-            next.silences.insert(s.id.clone(), s);
-        }
-        self.publish(next);
-        Ok(silence.id)
+        let id = silence.id.clone();
+        tx.put_silence(silence);
+        tx.commit(&self.store, now_ms)?;
+        Ok(id)
     }
 
     /// Expires silence `id` now.
     pub fn expire_silence(&self, id: &str, now_ms: i64) -> Result<(), EngineError> {
-        let _w = self.write_lock();
-        let mut next = (*self.snapshot()).clone();
-        let mut s = next
+        let cfg = self.config();
+        let mut st = self.lock();
+        let mut tx = Tx::new(&mut st, &cfg);
+        let mut s = tx
+            .st
             .silences
             .get(id)
             .cloned()
             .ok_or_else(|| EngineError::NotFound(format!("silence {id} not found")))?;
         s.expire(now_ms)?;
-        let changes = Changes {
-            silences_put: vec![s.clone()],
-            ..Changes::default()
-        };
-        self.store.apply(&changes, now_ms)?;
-        next.silences.insert(s.id.clone(), s);
-        self.publish(next);
+        tx.put_silence(s);
+        tx.commit(&self.store, now_ms)?;
         Ok(())
     }
 }

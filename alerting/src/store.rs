@@ -331,6 +331,15 @@ impl Store {
         Ok(())
     }
 
+    /// Closes the database as a failed write leaves it, for tests of what follows.
+    #[cfg(test)]
+    pub(crate) fn break_for_test(&self) {
+        if let Ok(mut g) = self.db.write() {
+            drop(g.take());
+        }
+        self.failed(&StoreError::Closed);
+    }
+
     fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
         let guard = self.db.read().map_err(|_| StoreError::Closed)?;
         let db = guard.as_ref().ok_or(StoreError::Closed)?;

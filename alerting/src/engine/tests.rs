@@ -322,3 +322,23 @@ fn state_survives_reopening() {
     let out = e.ingest(&[a], T0 + 2_000).expect("again");
     assert_eq!((out.enqueued.len(), out.deduplicated), (0, 1));
 }
+
+/// A step whose write fails changes nothing in memory: the alert is not held, no group
+/// timer moved, and after the store is back the same alert is news again.
+#[test]
+fn a_failed_write_changes_nothing() {
+    let (_d, e) = engine(ONE);
+    let a = alert(&[("alertname", "X")], Status::Firing);
+    e.store().break_for_test();
+    assert!(e.ingest(std::slice::from_ref(&a), T0).is_err());
+    assert_eq!(e.alert_count(), 0);
+    assert!(e.alerts(T0).is_empty());
+    assert!(e.tick(T0 + 1).is_ok(), "nothing to write: no error");
+    e.store().reopen().expect("reopen");
+    let out = e.ingest(&[a], T0 + 2).expect("ingest");
+    assert_eq!(
+        out.enqueued.len(),
+        1,
+        "the receiver hears it once the store is back"
+    );
+}
