@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what etcd-monitor needs to build and test on a fresh Debian machine: the
-# protobuf compiler (for etcd-client), etcd and etcdctl, Prometheus (for promtool), and the
-# Rust components for the lint step. Safe to run again: it only installs what is missing.
+# protobuf compiler (for etcd-client), etcd and etcdctl, Prometheus (for promtool),
+# Alertmanager (for amtool, which the relay's tests drive), and the Rust components for the
+# lint step. Safe to run again: it only installs what is missing.
 set -euo pipefail
 
-packages=(protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus prometheus-pushgateway fio python3-aiosmtpd)
+packages=(protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus prometheus-alertmanager prometheus-pushgateway fio python3-aiosmtpd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -115,6 +115,21 @@ async fn blocking<T: Send + 'static>(
         .map_err(engine_error)
 }
 
+/// An error of Alertmanager's v2 API: the body is a JSON string, which `amtool` prints.
+struct V2Error(ApiError);
+
+impl From<ApiError> for V2Error {
+    fn from(e: ApiError) -> Self {
+        V2Error(e)
+    }
+}
+
+impl IntoResponse for V2Error {
+    fn into_response(self) -> Response {
+        (self.0.status, Json(self.0.message)).into_response()
+    }
+}
+
 fn engine_error(e: EngineError) -> ApiError {
     match e {
         EngineError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
@@ -344,7 +359,7 @@ fn gettable_alert(v: &AlertView) -> Value {
     })
 }
 
-async fn v2_alerts(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn v2_alerts(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, V2Error> {
     let f = AlertFilter::parse(q.as_deref())?;
     let alerts: Vec<Value> = views(&s.engine)
         .await?
@@ -359,7 +374,7 @@ async fn v2_alerts(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<R
 type GroupedAlerts = std::collections::BTreeMap<(String, Vec<(String, String)>), Vec<Value>>;
 
 /// Alerts grouped by receiver and group labels, as karma and Grafana read them.
-async fn v2_groups(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn v2_groups(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, V2Error> {
     let f = AlertFilter::parse(q.as_deref())?;
     let cfg = s.engine.config();
     let mut groups = GroupedAlerts::new();
@@ -402,7 +417,7 @@ fn silence_passes(matchers: &[Matcher], filter: &[Matcher]) -> bool {
 async fn v2_silences(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
+) -> Result<Response, V2Error> {
     let mut filter = Vec::new();
     for (k, v) in url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
         if k == "filter" {
@@ -426,7 +441,7 @@ async fn v2_silences(
 async fn v2_post_silence(
     State(s): State<AppState>,
     req: Request<Body>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, V2Error> {
     let body = read_body(req, 256 * 1024).await?;
     let p: PostableSilence = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("invalid silence: {e}")))?;
@@ -439,7 +454,7 @@ async fn v2_post_silence(
 async fn v2_silence(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, V2Error> {
     let engine = s.engine.clone();
     let wanted = id.clone();
     let x = blocking(move || Ok(engine.silence(&wanted)))
@@ -451,7 +466,7 @@ async fn v2_silence(
 async fn v2_expire_silence(
     State(s): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, V2Error> {
     let engine = s.engine.clone();
     let id2 = id.clone();
     blocking(move || engine.expire_silence(&id2, now_ms())).await?;

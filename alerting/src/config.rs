@@ -183,58 +183,62 @@ pub struct RelayConfig {
 }
 
 impl RelayConfig {
-    /// The configuration as `GET /api/v2/status` shows it: receivers by name and kind,
-    /// routes and inhibition rules; never a URL, key or token.
+    /// The configuration as `GET /api/v2/status` shows it: in Alertmanager's shape, so
+    /// that `amtool config routes` can read it (a route with several receivers becomes one
+    /// route per receiver, all but the last with `continue`), with receivers by name only:
+    /// never a URL, key or token.
     pub fn summary(&self) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::new();
-        let _ = writeln!(out, "receivers:");
-        for r in &self.receivers {
-            let _ = writeln!(out, "  - name: {:?}\n    kind: {}", r.name, r.kind.as_str());
-        }
-        let _ = writeln!(out, "routes:");
+        use serde_json::{json, Value};
+        let dur = |d: Duration| (!d.is_zero()).then(|| humantime::format_duration(d).to_string());
+        let mut routes = Vec::new();
         for route in self.router.routes() {
-            let names: Vec<&str> = route
-                .receivers
-                .iter()
-                .filter_map(|i| self.receivers.get(*i).map(|r| r.name.as_str()))
-                .collect();
-            let ms: Vec<String> = route
-                .matchers
-                .iter()
-                .map(|m| format!("{:?}", m.to_string()))
-                .collect();
-            let by = match &route.group.by {
-                GroupBy::All => "['...']".to_owned(),
-                GroupBy::Labels(l) => format!("{l:?}"),
-            };
-            let _ = writeln!(
-                out,
-                "  - matchers: [{}]\n    receivers: {names:?}\n    continue: {}\n    group_by: {by}\n    group_wait: {}\n    group_interval: {}\n    repeat_interval: {}",
-                ms.join(", "),
-                route.continue_,
-                humantime::format_duration(route.group.wait),
-                humantime::format_duration(route.group.interval),
-                humantime::format_duration(route.group.repeat),
-            );
+            let n = route.receivers.len();
+            for (j, r) in route.receivers.iter().enumerate() {
+                let mut v = json!({
+                    "receiver": self.receivers.get(*r).map(|x| x.name.as_str()),
+                    "matchers": route.matchers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "group_by": match &route.group.by {
+                        GroupBy::All => vec!["...".to_owned()],
+                        GroupBy::Labels(l) => l.clone(),
+                    },
+                    "continue": j + 1 < n || route.continue_,
+                    "repeat_interval": dur(route.group.repeat),
+                });
+                for (k, d) in [
+                    ("group_wait", route.group.wait),
+                    ("group_interval", route.group.interval),
+                ] {
+                    if let Some(d) = dur(d) {
+                        v[k] = json!(d);
+                    }
+                }
+                routes.push(v);
+            }
         }
-        let _ = writeln!(out, "inhibit_rules:");
-        for r in &self.inhibit_rules {
-            let f = |ms: &[Matcher]| -> String {
-                ms.iter()
-                    .map(|m| format!("{:?}", m.to_string()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let _ = writeln!(
-                out,
-                "  - source_matchers: [{}]\n    target_matchers: [{}]\n    equal: {:?}",
-                f(&r.source),
-                f(&r.target),
-                r.equal
-            );
-        }
-        out
+        let default = self
+            .router
+            .routes()
+            .iter()
+            .rev()
+            .find(|r| r.matchers.is_empty())
+            .and_then(|r| r.receivers.first())
+            .or(self
+                .router
+                .routes()
+                .first()
+                .and_then(|r| r.receivers.first()))
+            .and_then(|i| self.receivers.get(*i))
+            .map_or("", |r| r.name.as_str());
+        let doc = json!({
+            "route": { "receiver": default, "routes": routes },
+            "inhibit_rules": self.inhibit_rules.iter().map(|r| json!({
+                "source_matchers": r.source.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "target_matchers": r.target.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "equal": r.equal,
+            })).collect::<Vec<Value>>(),
+            "receivers": self.receivers.iter().map(|r| json!({ "name": r.name })).collect::<Vec<Value>>(),
+        });
+        serde_yaml_ng::to_string(&doc).unwrap_or_default()
     }
 
     /// The names of the receivers that `alert` is routed to.

@@ -303,8 +303,28 @@ fn check_count(n: usize) -> Result<(), InvalidPayload> {
     Ok(())
 }
 
+/// How long an alert posted without `endsAt` fires unless refreshed (Alertmanager's
+/// default `resolve_timeout`). Prometheus always sends `endsAt`; `amtool alert add` and
+/// hand-made requests do not.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `t` as RFC 3339 (UTC, milliseconds).
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Whether a time field is absent (missing, empty, or Go's zero time).
+fn unset(t: &Option<String>) -> bool {
+    t.as_deref()
+        .is_none_or(|s| s.is_empty() || s.starts_with("0001-01-01"))
+}
+
 /// Parses `POST /api/v2/alerts` (a JSON array of postable alerts). `Err` when the body as
-/// a whole is unusable; otherwise each alert is valid or named in [`Parsed::invalid`].
+/// a whole is unusable; otherwise each alert is valid or named in [`Parsed::invalid`]. As
+/// in Alertmanager, a missing `startsAt` is now and a missing `endsAt` is now plus
+/// [`RESOLVE_TIMEOUT`].
 pub fn parse_v2(body: &[u8], now: SystemTime) -> Result<Parsed, InvalidPayload> {
     let raw: Vec<PostableAlert> = serde_json::from_slice(body)
         .map_err(|e| InvalidPayload(format!("invalid alerts array: {e}")))?;
@@ -316,12 +336,22 @@ pub fn parse_v2(body: &[u8], now: SystemTime) -> Result<Parsed, InvalidPayload> 
             let labels = validate_labels(a.labels, &at)?;
             validate_annotations(&a.annotations, &at)?;
             check_time(&a.starts_at, &at, "startsAt")?;
-            let status = status_at(a.ends_at.as_deref(), now, &at)?;
+            let starts_at = if unset(&a.starts_at) {
+                Some(rfc3339(now))
+            } else {
+                a.starts_at
+            };
+            let ends_at = if unset(&a.ends_at) {
+                Some(rfc3339(now + RESOLVE_TIMEOUT))
+            } else {
+                a.ends_at
+            };
+            let status = status_at(ends_at.as_deref(), now, &at)?;
             Ok(Alert::new(
                 labels,
                 a.annotations,
-                a.starts_at,
-                a.ends_at,
+                starts_at,
+                ends_at,
                 a.generator_url,
                 status,
             ))
