@@ -51,6 +51,8 @@ impl From<SilenceError> for EngineError {
 struct GroupTimer {
     first_seen_ms: i64,
     last_flush_ms: Option<i64>,
+    /// An alert of the group came, changed or went since its last flush.
+    dirty: bool,
 }
 
 /// A group: its route, its labels and the fingerprints in it.
@@ -76,6 +78,11 @@ struct State {
     memberships: HashMap<String, Vec<String>>,
     /// The configuration the index was built with.
     indexed_with: Option<Arc<RelayConfig>>,
+    /// Something that concerns every group changed (a silence, or an alert that may
+    /// inhibit others): the next step looks at every due group, dirty or not.
+    all_dirty: bool,
+    /// When the silences' states were last looked at.
+    silences_seen_ms: i64,
 }
 
 impl State {
@@ -90,6 +97,7 @@ impl State {
         }
         self.groups.clear();
         self.memberships.clear();
+        self.all_dirty = true;
         let alerts: Vec<Arc<StoredAlert>> = self.alerts.values().cloned().collect();
         for a in alerts {
             self.join(cfg, &a.alert);
@@ -123,6 +131,18 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Whether a receiver of the group that was told it fires is due a reminder.
+    fn repeat_due(&self, cfg: &RelayConfig, key: &str, g: &Group, now_ms: i64) -> bool {
+        let route = &cfg.router.routes()[g.route];
+        route.receivers.iter().any(|r| {
+            self.nflog
+                .get(&slot_key(&cfg.receivers[*r].name, key))
+                .is_some_and(|e| {
+                    !e.firing.is_empty() && now_ms.saturating_sub(e.at_ms) >= ms(route.group.repeat)
+                })
+        })
     }
 
     fn due_at(&self, cfg: &RelayConfig, key: &str, t: &GroupTimer) -> Option<i64> {
@@ -167,15 +187,36 @@ impl<'a> Tx<'a> {
         if prev.is_none() {
             self.st.join(self.cfg, &a.alert);
         }
-        self.undo.push(Undo::Alert(fp, prev));
+        let status_changed = prev
+            .as_ref()
+            .is_none_or(|p| p.alert.status != a.alert.status);
+        self.undo.push(Undo::Alert(fp.clone(), prev));
         self.changes.alerts_put.push(a);
+        if status_changed {
+            self.touch(&fp);
+        }
     }
 
     fn del_alert(&mut self, fp: &str) {
+        self.touch(fp);
         if let Some(prev) = self.st.alerts.remove(fp) {
             self.st.leave(fp);
             self.undo.push(Undo::Alert(fp.to_owned(), Some(prev)));
             self.changes.alerts_del.push(fp.to_owned());
+        }
+    }
+
+    /// Marks the groups of `fp` dirty, and every group if inhibition may have changed.
+    fn touch(&mut self, fp: &str) {
+        let keys = self.st.memberships.get(fp).cloned().unwrap_or_default();
+        for k in keys {
+            if let Some(mut t) = self.st.timers.get(&k).copied() {
+                t.dirty = true;
+                self.set_timer(&k, Some(t));
+            }
+        }
+        if !self.cfg.inhibit_rules.is_empty() {
+            self.st.all_dirty = true;
         }
     }
 
@@ -193,6 +234,7 @@ impl<'a> Tx<'a> {
     }
 
     fn put_silence(&mut self, s: Silence) {
+        self.st.all_dirty = true;
         let prev = self.st.silences.insert(s.id.clone(), s.clone());
         self.undo.push(Undo::Silence(s.id.clone(), prev));
         self.changes.silences_put.push(s);
@@ -231,6 +273,8 @@ impl<'a> Tx<'a> {
 
     fn rollback(self) {
         let (st, cfg) = (self.st, self.cfg);
+        // Whatever this step looked at, the next one looks at again.
+        st.all_dirty = true;
         for u in self.undo.into_iter().rev() {
             match u {
                 Undo::Alert(fp, prev) => {
@@ -394,6 +438,7 @@ fn decide(st: &State, cfg: &RelayConfig, keys: &[String], now_ms: i64) -> Vec<Fl
         let mut timer = st.timers.get(key).copied().unwrap_or(GroupTimer {
             first_seen_ms: now_ms,
             last_flush_ms: None,
+            dirty: true,
         });
         let due_at = st.due_at(cfg, key, &timer).unwrap_or(now_ms);
         let mut flush = Flush {
@@ -407,6 +452,7 @@ fn decide(st: &State, cfg: &RelayConfig, keys: &[String], now_ms: i64) -> Vec<Fl
             continue;
         }
         timer.last_flush_ms = Some(now_ms);
+        timer.dirty = false;
         flush.timer = timer;
         flush.flushed = true;
         let members: Vec<&Alert> = g
@@ -672,17 +718,31 @@ impl Engine {
         for a in expired {
             tx.put_alert(a);
         }
+        // A silence starting or ending changes what every group may say.
+        let seen = tx.st.silences_seen_ms;
+        if tx
+            .st
+            .silences
+            .values()
+            .any(|s| s.state(now_ms) != s.state(seen))
+        {
+            tx.st.all_dirty = true;
+        }
+        tx.st.silences_seen_ms = now_ms;
+        let all = std::mem::take(&mut tx.st.all_dirty);
+        // A due group is looked at when something in it changed, or its repeat is due.
         let due: Vec<String> = tx
             .st
             .groups
-            .keys()
-            .filter(|k| {
-                tx.st
-                    .timers
-                    .get(*k)
-                    .is_none_or(|t| tx.st.due_at(&cfg, k, t).is_some_and(|due| due <= now_ms))
+            .iter()
+            .filter(|(k, g)| match tx.st.timers.get(*k) {
+                None => true,
+                Some(t) => {
+                    tx.st.due_at(&cfg, k, t).is_some_and(|due| due <= now_ms)
+                        && (all || t.dirty || tx.st.repeat_due(&cfg, k, g, now_ms))
+                }
             })
-            .cloned()
+            .map(|(k, _)| k.clone())
             .collect();
         let flushes = decide(tx.st, &cfg, &due, now_ms);
         apply_flushes(&mut tx, flushes);

@@ -310,8 +310,15 @@ impl Store {
     fn failed(&self, e: &StoreError) {
         if matches!(e, StoreError::Db(_) | StoreError::Closed) {
             self.healthy.store(false, Ordering::Release);
+            // redb says "previous I/O error" after the first: keep the cause (a full disk).
+            let echo = matches!(
+                e,
+                StoreError::Db(redb::Error::PreviousIo) | StoreError::Closed
+            );
             if let Ok(mut l) = self.last_error.lock() {
-                *l = Some(e.to_string());
+                if l.is_none() || !echo {
+                    *l = Some(e.to_string());
+                }
             }
         }
     }
