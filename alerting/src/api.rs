@@ -172,8 +172,7 @@ async fn ingest(
         crate::wake_receivers(&wake, &out.enqueued);
         Ok(out)
     })
-    .await
-    .inspect_err(|_| rejected())?;
+    .await?;
     s.metrics
         .received
         .get_or_create(&label)

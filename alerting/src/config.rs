@@ -399,17 +399,11 @@ impl Ctx<'_> {
         raw: Option<&str>,
         default: Duration,
     ) -> Result<Duration, ConfigError> {
-        match raw {
-            None => Ok(default),
-            Some(s) => {
-                let d = humantime::parse_duration(s)
-                    .map_err(|e| self.err(field, format!("invalid duration {s:?}: {e}")))?;
-                if d.is_zero() {
-                    return Err(self.err(field, "must be greater than zero"));
-                }
-                Ok(d)
-            }
+        let d = self.duration_or_zero(field, raw, default)?;
+        if raw.is_some() && d.is_zero() {
+            return Err(self.err(field, "must be greater than zero"));
         }
+        Ok(d)
     }
 
     /// A duration that may be zero (`group_wait: 0s` notifies at once).

@@ -71,22 +71,10 @@ impl<'a> Inhibitor<'a> {
 mod tests {
     use super::*;
     use crate::matchers::parse_matcher;
-    use crate::model::{fingerprint, Status};
+    use crate::model::Status;
 
     fn alert(pairs: &[(&str, &str)]) -> Alert {
-        let labels: Labels = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Alert {
-            fingerprint: fingerprint(&labels),
-            labels,
-            annotations: Labels::new(),
-            starts_at: String::new(),
-            ends_at: String::new(),
-            generator_url: String::new(),
-            status: Status::Firing,
-        }
+        crate::model::test_alert(pairs, Status::Firing)
     }
 
     fn rule(source: &str, target: &str, equal: &[&str]) -> InhibitRule {

@@ -407,6 +407,16 @@ pub fn parse_webhook(body: &[u8], now: SystemTime) -> Result<Parsed, InvalidPayl
     Ok(out)
 }
 
+/// An alert with these labels and nothing else, for tests.
+#[cfg(test)]
+pub(crate) fn test_alert(pairs: &[(&str, &str)], status: Status) -> Alert {
+    let labels: Labels = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Alert::new(labels, Labels::new(), None, None, None, status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

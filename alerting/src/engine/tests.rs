@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use super::*;
-use crate::model::fingerprint;
 use crate::silence::ApiMatcher;
 
 const T0: i64 = 1_800_000_000_000;
@@ -18,19 +17,7 @@ fn engine(yaml: &str) -> (tempfile::TempDir, Engine) {
 }
 
 fn alert(pairs: &[(&str, &str)], status: Status) -> Alert {
-    let labels: Labels = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Alert {
-        fingerprint: fingerprint(&labels),
-        labels,
-        annotations: Labels::new(),
-        starts_at: String::new(),
-        ends_at: String::new(),
-        generator_url: String::new(),
-        status,
-    }
+    crate::model::test_alert(pairs, status)
 }
 
 fn queued(e: &Engine, receiver: &str) -> Vec<crate::store::Delivery> {

@@ -1,23 +1,14 @@
 //! Store tests on a real database file.
 
 use super::*;
-use crate::model::{fingerprint, Labels};
 
 fn notification(name: &str) -> GroupNotification {
-    let labels: Labels = [("alertname".to_owned(), name.to_owned())].into();
+    let a = crate::model::test_alert(&[("alertname", name)], Status::Firing);
     GroupNotification {
         group_key: format!("{{}}:{{alertname={name:?}}}"),
-        group_labels: labels.clone(),
+        group_labels: a.labels.clone(),
         status: Status::Firing,
-        alerts: vec![Alert {
-            fingerprint: fingerprint(&labels),
-            labels,
-            annotations: Labels::new(),
-            starts_at: String::new(),
-            ends_at: String::new(),
-            generator_url: String::new(),
-            status: Status::Firing,
-        }],
+        alerts: vec![a],
     }
 }
 
