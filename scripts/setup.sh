@@ -5,7 +5,10 @@
 # lint step. Safe to run again: it only installs what is missing.
 set -euo pipefail
 
-packages=(protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus prometheus-alertmanager prometheus-pushgateway fio python3-aiosmtpd)
+packages=(protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus prometheus-alertmanager prometheus-pushgateway fio python3-aiosmtpd busybox-static python3-yaml python3-jsonschema)
+# kubectl (kustomize v5) for the Kubernetes deployment's tests: Debian's kubernetes-client is
+# only a fallback (its kustomize is too old for kubernetes/, and the test says so).
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,6 +21,14 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # The Debian packages start services where an init system runs; the project starts
     # its own processes on other ports, so those are left alone.
+fi
+
+# kubernetes-validate (PyPI) validates the Kubernetes deployment's built-in objects
+# (tests/tests/deploy_kubernetes.rs), for the python3 the tests run.
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+    echo "setup: installing kubernetes-validate (PyPI)"
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate \
+        || { echo "setup: pip install kubernetes-validate failed (Debian: apt-get install python3-pip)" >&2; exit 1; }
 fi
 
 if command -v rustup >/dev/null; then
