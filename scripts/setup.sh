@@ -23,12 +23,17 @@ if ((${#missing[@]})); then
     # its own processes on other ports, so those are left alone.
 fi
 
-# kubernetes-validate (PyPI) validates the Kubernetes deployment's built-in objects
-# (tests/tests/deploy_kubernetes.rs), for the python3 the tests run.
-if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
-    echo "setup: installing kubernetes-validate (PyPI)"
-    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate \
-        || { echo "setup: pip install kubernetes-validate failed (Debian: apt-get install python3-pip)" >&2; exit 1; }
+# The Kubernetes deployment's tests (tests/tests/deploy_kubernetes.rs) run the python3 on
+# PATH, which may not be Debian's (pyenv): give it PyYAML and jsonschema too, and
+# kubernetes-validate (PyPI only), which validates the built-in objects.
+py_missing=()
+for m in yaml:PyYAML jsonschema:jsonschema kubernetes_validate:kubernetes-validate; do
+    python3 -c "import ${m%%:*}" 2>/dev/null || py_missing+=("${m#*:}")
+done
+if ((${#py_missing[@]})); then
+    echo "setup: installing ${py_missing[*]} (PyPI)"
+    PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check "${py_missing[@]}" \
+        || { echo "setup: pip install ${py_missing[*]} failed (Debian: apt-get install python3-pip)" >&2; exit 1; }
 fi
 
 if command -v rustup >/dev/null; then
