@@ -5,7 +5,7 @@
 # lint step. Safe to run again: it only installs what is missing.
 set -euo pipefail
 
-packages=(protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus prometheus-alertmanager prometheus-pushgateway fio python3-aiosmtpd busybox-static python3-yaml python3-jsonschema)
+packages=(protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus prometheus-alertmanager prometheus-pushgateway fio python3-aiosmtpd busybox-static python3-yaml python3-jsonschema systemd dpkg-dev)
 # kubectl (kustomize v5) for the Kubernetes deployment's tests: Debian's kubernetes-client is
 # only a fallback (its kustomize is too old for kubernetes/, and the test says so).
 command -v kubectl >/dev/null || packages+=(kubernetes-client)
@@ -21,6 +21,13 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # The Debian packages start services where an init system runs; the project starts
     # its own processes on other ports, so those are left alone.
+fi
+
+# cargo-deb builds the Debian packages (scripts/package.sh, tests/tests/deploy_systemd.rs);
+# pinned: `--profile dev`, which the test packages with, is deprecated in later versions.
+if command -v cargo >/dev/null && ! cargo deb --version >/dev/null 2>&1; then
+    echo "setup: installing cargo-deb 3.8.0 (crates.io)"
+    cargo install cargo-deb --version 3.8.0 --locked --quiet
 fi
 
 # The Kubernetes deployment's tests (tests/tests/deploy_kubernetes.rs) run the python3 on
