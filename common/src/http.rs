@@ -145,6 +145,7 @@ pub async fn serve_with_limits(
             require_bearer(tokens.clone(), req, next)
         }))
     };
+    let router = router.layer(axum::middleware::map_response(close_if_body_refused));
     let tls = security.tls.clone().map(TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(
         limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
@@ -389,6 +390,19 @@ impl ServerSecurity {
         };
         Ok(ServerSecurity { tls, tokens })
     }
+}
+
+/// A request refused for its size (413) has its body still on the wire: close the
+/// connection after answering, so the client does not send its next request on a
+/// connection that hyper is about to close.
+async fn close_if_body_refused(mut resp: axum::response::Response) -> axum::response::Response {
+    if resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
 }
 
 async fn require_bearer(

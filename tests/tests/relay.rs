@@ -307,6 +307,21 @@ async fn bad_input_is_refused_naming_the_problem_and_nothing_is_stored() {
         let msg = answer["error"].as_str().unwrap_or_default();
         assert!(msg.contains(want), "{path}: {msg:?} lacks {want:?}");
     }
+    // A body refused unread closes the connection, so a client's next request does not
+    // meet a connection the server is closing.
+    let resp = reqwest::Client::new()
+        .post(relay.url("/api/v2/alerts"))
+        .body(vec![b' '; 70_000])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), 413);
+    assert_eq!(
+        resp.headers()
+            .get("connection")
+            .and_then(|v| v.to_str().ok()),
+        Some("close")
+    );
     assert_eq!(
         relay.get("/api/v1/alerts").await["alerts"]
             .as_array()
