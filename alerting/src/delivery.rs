@@ -146,6 +146,10 @@ pub async fn run_worker(
             continue;
         }
         for d in due {
+            // A reload stops this worker: its read of the outbox is stale from then on.
+            if shutdown.is_cancelled() {
+                return;
+            }
             if let (Some(at), false) = (last_sent, receiver.min_interval.is_zero()) {
                 let ready = at + receiver.min_interval;
                 tokio::select! {
@@ -155,6 +159,7 @@ pub async fn run_worker(
             }
             last_sent = Some(tokio::time::Instant::now());
             let res = tokio::select! {
+                biased;
                 () = shutdown.cancelled() => return,
                 r = notifier.send(Notification { receiver: &name, n: &d.notification }) => r,
             };

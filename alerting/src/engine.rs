@@ -145,6 +145,23 @@ impl State {
         })
     }
 
+    /// When the next step has something to do (a dirty group's timer, or a repeat), if
+    /// later than now.
+    fn next_due(&self, cfg: &RelayConfig, now_ms: i64) -> Option<i64> {
+        let timers = self
+            .timers
+            .iter()
+            .filter(|(_, t)| t.dirty)
+            .filter_map(|(k, t)| self.due_at(cfg, k, t));
+        let repeats = self.nflog.iter().filter_map(|(k, e)| {
+            let key = k.split_once('\0').map(|(_, g)| g)?;
+            let g = self.groups.get(key)?;
+            let repeat = cfg.router.routes()[g.route].group.repeat;
+            (!e.firing.is_empty()).then(|| e.at_ms.saturating_add(ms(repeat)))
+        });
+        timers.chain(repeats).filter(|t| *t > now_ms).min()
+    }
+
     fn due_at(&self, cfg: &RelayConfig, key: &str, t: &GroupTimer) -> Option<i64> {
         let route = &cfg.router.routes()[self.groups.get(key)?.route];
         Some(match t.last_flush_ms {
@@ -379,7 +396,12 @@ pub fn needs_update(
     if !firing.is_subset(&e.firing) || !resolved.is_subset(&e.resolved) {
         return true;
     }
-    !firing.is_empty() && now_ms.saturating_sub(e.at_ms) >= ms(repeat)
+    if firing.is_empty() {
+        // Nothing fires for it any more (resolved unsent, or silenced): clear the log, so
+        // that an alert firing again, or a silence ending, is news.
+        return !e.firing.is_empty();
+    }
+    now_ms.saturating_sub(e.at_ms) >= ms(repeat)
 }
 
 /// Whether a firing alert's `endsAt` lease has run out at `now_ms`.
@@ -409,7 +431,9 @@ struct Flush {
     timer: GroupTimer,
     flushed: bool,
     /// Deliveries with the notification-log entries they set.
-    deliveries: Vec<(NewDelivery, String, NotifyLog)>,
+    /// A delivery is `None` when the log changes with nothing to send (every alert the
+    /// receiver heard fire is now silenced, or resolved where resolutions are not sent).
+    deliveries: Vec<(Option<NewDelivery>, String, NotifyLog)>,
 }
 
 /// Decides the flushes of the groups `keys` at `now_ms`: due or not, and for each
@@ -499,6 +523,15 @@ fn decide(st: &State, cfg: &RelayConfig, keys: &[String], now_ms: i64) -> Vec<Fl
             } else {
                 Status::Firing
             };
+            let log = NotifyLog {
+                firing: firing_fps.clone(),
+                resolved: resolved_fps,
+                at_ms: now_ms,
+            };
+            if firing.is_empty() && resolved.is_empty() {
+                flush.deliveries.push((None, nkey, log));
+                continue;
+            }
             let alerts: Vec<Alert> = firing
                 .iter()
                 .chain(resolved.iter())
@@ -510,7 +543,7 @@ fn decide(st: &State, cfg: &RelayConfig, keys: &[String], now_ms: i64) -> Vec<Fl
                 .min()
                 .unwrap_or(u8::MAX);
             flush.deliveries.push((
-                NewDelivery {
+                Some(NewDelivery {
                     receiver: receiver.name.clone(),
                     notification: GroupNotification {
                         group_key: key.clone(),
@@ -519,13 +552,9 @@ fn decide(st: &State, cfg: &RelayConfig, keys: &[String], now_ms: i64) -> Vec<Fl
                         alerts,
                     },
                     priority: prio,
-                },
+                }),
                 nkey,
-                NotifyLog {
-                    firing: firing_fps.clone(),
-                    resolved: resolved_fps,
-                    at_ms: now_ms,
-                },
+                log,
             ));
         }
         out.push(flush);
@@ -543,7 +572,7 @@ fn apply_flushes(tx: &mut Tx<'_>, flushes: Vec<Flush>) -> BTreeSet<String> {
         }
         for (d, nkey, log) in f.deliveries {
             tx.put_nflog(nkey, log);
-            tx.changes.deliveries.push(d);
+            tx.changes.deliveries.extend(d);
         }
     }
     flushed
@@ -587,8 +616,10 @@ impl Engine {
         }
     }
 
-    /// Takes a new configuration (SIGHUP); groups are rebuilt at the next step.
+    /// Takes a new configuration (SIGHUP); groups are rebuilt at the next step. Taken
+    /// under the state lock, so no step runs half with the old configuration.
     pub fn set_config(&self, cfg: Arc<RelayConfig>) {
+        let _st = self.lock();
         match self.config.write() {
             Ok(mut c) => *c = cfg,
             Err(p) => *p.into_inner() = cfg,
@@ -620,8 +651,8 @@ impl Engine {
     /// Records `alerts`, flushes the groups they belong to that are due, and writes it
     /// all in one durable transaction before returning.
     pub fn ingest(&self, alerts: &[Alert], now_ms: i64) -> Result<IngestOutcome, StoreError> {
-        let cfg = self.config();
         let mut st = self.lock();
+        let cfg = self.config();
         let mut tx = Tx::new(&mut st, &cfg);
         let mut out = IngestOutcome {
             received: alerts.len(),
@@ -698,8 +729,8 @@ impl Engine {
     /// forgets resolved alerts once every group holding them has notified, empty groups'
     /// timers and logs, and long-expired silences.
     pub fn tick(&self, now_ms: i64) -> Result<TickOutcome, StoreError> {
-        let cfg = self.config();
         let mut st = self.lock();
+        let cfg = self.config();
         let mut tx = Tx::new(&mut st, &cfg);
         let mut out = TickOutcome::default();
         let expired: Vec<Arc<StoredAlert>> = tx
@@ -729,7 +760,19 @@ impl Engine {
             tx.st.all_dirty = true;
         }
         tx.st.silences_seen_ms = now_ms;
-        let all = std::mem::take(&mut tx.st.all_dirty);
+        if std::mem::take(&mut tx.st.all_dirty) {
+            // Every group, due now or later, must look again at what it says.
+            let clean: Vec<(String, GroupTimer)> = tx
+                .st
+                .timers
+                .iter()
+                .filter(|(_, t)| !t.dirty)
+                .map(|(k, t)| (k.clone(), GroupTimer { dirty: true, ..*t }))
+                .collect();
+            for (k, t) in clean {
+                tx.set_timer(&k, Some(t));
+            }
+        }
         // A due group is looked at when something in it changed, or its repeat is due.
         let due: Vec<String> = tx
             .st
@@ -739,32 +782,31 @@ impl Engine {
                 None => true,
                 Some(t) => {
                     tx.st.due_at(&cfg, k, t).is_some_and(|due| due <= now_ms)
-                        && (all || t.dirty || tx.st.repeat_due(&cfg, k, g, now_ms))
+                        && (t.dirty || tx.st.repeat_due(&cfg, k, g, now_ms))
                 }
             })
             .map(|(k, _)| k.clone())
             .collect();
         let flushes = decide(tx.st, &cfg, &due, now_ms);
         apply_flushes(&mut tx, flushes);
-        // Resolved alerts go once every group holding them has flushed since.
-        let gone: Vec<String> = tx
-            .st
-            .alerts
-            .iter()
-            .filter_map(|(fp, a)| {
-                let at = a.resolved_at_ms?;
-                let keys = tx.st.memberships.get(fp)?;
-                keys.iter()
-                    .all(|key| {
-                        tx.st
-                            .timers
-                            .get(key)
-                            .and_then(|t| t.last_flush_ms)
-                            .is_some_and(|f| f >= at)
-                    })
-                    .then(|| fp.clone())
-            })
-            .collect();
+        // Resolved alerts go once every group holding them has flushed since (the
+        // resolution made each group dirty; only a flush makes it clean).
+        let gone: Vec<String> =
+            tx.st
+                .alerts
+                .iter()
+                .filter_map(|(fp, a)| {
+                    let at = a.resolved_at_ms?;
+                    let keys = tx.st.memberships.get(fp)?;
+                    keys.iter()
+                        .all(|key| {
+                            tx.st.timers.get(key).is_some_and(|t| {
+                                !t.dirty && t.last_flush_ms.is_some_and(|f| f >= at)
+                            })
+                        })
+                        .then(|| fp.clone())
+                })
+                .collect();
         for fp in gone {
             tx.del_alert(&fp);
         }
@@ -801,12 +843,7 @@ impl Engine {
         for id in old_silences {
             tx.del_silence(&id);
         }
-        out.next_due_ms = tx
-            .st
-            .timers
-            .iter()
-            .filter_map(|(k, t)| tx.st.due_at(&cfg, k, t))
-            .min();
+        out.next_due_ms = tx.st.next_due(&cfg, now_ms);
         let applied = tx.commit(&self.store, now_ms)?;
         self.alert_count.store(st.alerts.len(), Ordering::Relaxed);
         out.enqueued = applied.enqueued;
@@ -817,8 +854,8 @@ impl Engine {
     /// The firing alerts (lease not run out), with their receivers, silences and
     /// inhibitions.
     pub fn alerts(&self, now_ms: i64) -> Vec<AlertView> {
-        let cfg = self.config();
         let st = self.lock();
+        let cfg = self.config();
         let live = |a: &&Arc<StoredAlert>| {
             a.alert.status == Status::Firing && !lease_expired(&a.alert, now_ms)
         };
@@ -864,8 +901,8 @@ impl Engine {
     /// Creates a silence, or updates the one `p.id` names; returns its id.
     pub fn post_silence(&self, p: &PostableSilence, now_ms: i64) -> Result<String, EngineError> {
         let valid = crate::silence::validate(p, now_ms)?;
-        let cfg = self.config();
         let mut st = self.lock();
+        let cfg = self.config();
         let mut tx = Tx::new(&mut st, &cfg);
         let silence = match p.id.as_deref().filter(|s| !s.is_empty()) {
             None => Silence::create(valid, fastrand::u128(..), now_ms),
@@ -894,8 +931,8 @@ impl Engine {
 
     /// Expires silence `id` now.
     pub fn expire_silence(&self, id: &str, now_ms: i64) -> Result<(), EngineError> {
-        let cfg = self.config();
         let mut st = self.lock();
+        let cfg = self.config();
         let mut tx = Tx::new(&mut st, &cfg);
         let mut s = tx
             .st

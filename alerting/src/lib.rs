@@ -44,6 +44,8 @@ struct Workers {
     shutdown: CancellationToken,
     handle: tokio::runtime::Handle,
     current: Mutex<Option<CancellationToken>>,
+    /// One reload at a time (SIGHUP and `POST /-/reload` may come together).
+    reloading: Mutex<()>,
 }
 
 impl Workers {
@@ -55,6 +57,12 @@ impl Workers {
             let n = notify::build(r, &self.http)
                 .map_err(|e| anyhow::anyhow!("receiver {}: {e}", r.name))?;
             notifiers.push((r.clone(), n));
+        }
+        // The old workers stop before the new ones start: two workers of one receiver
+        // could deliver a group's notifications out of order.
+        let old = self.current.lock().ok().and_then(|mut c| c.take());
+        if let Some(old) = old {
+            old.cancel();
         }
         let token = self.shutdown.child_token();
         let mut wake = HashMap::new();
@@ -78,9 +86,8 @@ impl Workers {
         if let Ok(mut w) = self.wake.write() {
             *w = wake;
         }
-        let old = self.current.lock().ok().and_then(|mut c| c.replace(token));
-        if let Some(old) = old {
-            old.cancel();
+        if let Ok(mut c) = self.current.lock() {
+            *c = Some(token);
         }
         Ok(())
     }
@@ -89,6 +96,7 @@ impl Workers {
 /// Reads the config file again and applies it: routes and receivers change at once; a
 /// bad file changes nothing and says why.
 fn reload(path: &Path, workers: &Workers) -> Result<(), String> {
+    let _one = workers.reloading.lock();
     let apply = || -> Result<usize, String> {
         let cfg = config::load(path).map_err(|e| e.to_string())?;
         workers.restart(&cfg).map_err(|e| e.to_string())?;
@@ -182,6 +190,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         handle: tokio::runtime::Handle::current(),
         current: Mutex::new(None),
+        reloading: Mutex::new(()),
     });
     workers.restart(&config.file)?;
     tasks.spawn(tick_loop(

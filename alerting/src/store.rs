@@ -487,10 +487,19 @@ impl Store {
             let mut meta_t = txn.open_table(META)?;
             let mut next_id = meta_t.get("next_id")?.map_or(1, |v| v.value());
             for nd in &changes.deliveries {
-                let slot = slot_key(&nd.receiver, &nd.notification.group_key);
+                let mut notification = nd.notification.clone();
+                let slot = slot_key(&nd.receiver, &notification.group_key);
                 let old = slots_t.get(slot.as_str())?.map(|v| v.value());
                 if let Some(old) = old {
-                    if outbox_t.remove((nd.receiver.as_str(), old))?.is_some() {
+                    let replaced = outbox_t
+                        .remove((nd.receiver.as_str(), old))?
+                        .map(|v| decode::<Delivery>(v.value()));
+                    if let Some(replaced) = replaced {
+                        // The receiver has not heard the resolutions the replaced one
+                        // carried (the log says it has): they go with the new one.
+                        if let Ok(r) = replaced {
+                            carry_resolutions(&mut notification, r.notification);
+                        }
                         out.superseded += 1;
                         let entry = history_t
                             .get(old)?
@@ -508,7 +517,7 @@ impl Store {
                 let d = Delivery {
                     id,
                     receiver: nd.receiver.clone(),
-                    notification: nd.notification.clone(),
+                    notification,
                     priority: nd.priority,
                     created_at_ms: now_ms,
                     next_attempt_at_ms: now_ms,
@@ -672,6 +681,22 @@ impl Store {
     pub fn quarantined(&self) -> Result<u64> {
         self.read(|txn| Ok(txn.open_table(QUARANTINE)?.len()?))
     }
+}
+
+/// Adds to `new` the resolved alerts of `replaced` that it does not mention.
+fn carry_resolutions(new: &mut GroupNotification, replaced: GroupNotification) {
+    for a in replaced.alerts {
+        if a.status == Status::Resolved
+            && !new.alerts.iter().any(|x| x.fingerprint == a.fingerprint)
+        {
+            new.alerts.push(a);
+        }
+    }
+    new.status = if new.firing().next().is_some() {
+        Status::Firing
+    } else {
+        Status::Resolved
+    };
 }
 
 /// Keeps the last [`HISTORY_LEN`] entries that are settled; pending ones stay.

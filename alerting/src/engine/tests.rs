@@ -329,3 +329,61 @@ fn a_failed_write_changes_nothing() {
         "the receiver hears it once the store is back"
     );
 }
+
+/// A silence that ends between two flushes of a group with a long `group_interval` is
+/// noticed at the group's next flush (every group is marked dirty).
+#[test]
+fn a_silence_ending_between_flushes_is_noticed_at_the_next_one() {
+    let (_d, e) = engine("group_interval: 1m\nreceivers:\n  - name: r\n    console: {}\n");
+    let p = PostableSilence {
+        id: None,
+        matchers: vec![ApiMatcher {
+            name: "alertname".into(),
+            value: "X".into(),
+            is_regex: false,
+            is_equal: true,
+        }],
+        starts_at: crate::silence::format_rfc3339_ms(T0),
+        ends_at: crate::silence::format_rfc3339_ms(T0 + 20_000),
+        created_by: "test".into(),
+        comment: "c".into(),
+    };
+    e.post_silence(&p, T0).expect("silence");
+    let a = alert(&[("alertname", "X")], Status::Firing);
+    assert!(e.ingest(&[a], T0 + 1).expect("ingest").enqueued.is_empty());
+    for t in [T0 + 10_000, T0 + 21_000, T0 + 40_000] {
+        assert!(
+            e.tick(t).expect("tick").enqueued.is_empty(),
+            "not due at {t}"
+        );
+    }
+    assert_eq!(e.tick(T0 + 60_001).expect("tick").enqueued.len(), 1);
+}
+
+/// A queued notification that carried a resolution and is replaced before it went out
+/// hands the resolution to its successor.
+#[test]
+fn a_superseded_notification_hands_on_its_resolutions() {
+    let (_d, e) = engine("group_by: [cluster]\nreceivers:\n  - name: r\n    console: {}\n");
+    let a = alert(&[("alertname", "A"), ("cluster", "c")], Status::Firing);
+    let b = alert(&[("alertname", "B"), ("cluster", "c")], Status::Firing);
+    e.ingest(&[a.clone(), b.clone()], T0).expect("both fire");
+    let ra = Alert {
+        status: Status::Resolved,
+        ..a.clone()
+    };
+    e.ingest(&[ra], T0 + 1_000).expect("A resolves");
+    e.tick(T0 + 2_000).expect("tick: A is forgotten");
+    let rb = Alert {
+        status: Status::Resolved,
+        ..b
+    };
+    e.ingest(&[rb], T0 + 3_000).expect("B resolves");
+    let q = queued(&e, "r");
+    assert_eq!(q.len(), 1, "one slot");
+    let n = &q[0].notification;
+    assert_eq!(n.status, Status::Resolved);
+    let mut resolved: Vec<&str> = n.resolved().map(|x| x.name()).collect();
+    resolved.sort_unstable();
+    assert_eq!(resolved, ["A", "B"], "A's resolution was not lost");
+}
