@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Command 2 of the README: set up and run every check and test.
 #   promtool over the rules and the Prometheus config, fmt, clippy with -D warnings, unit
-#   tests, and the end-to-end tests that start real etcd clusters (and Prometheus) on
-#   loopback ports.
+#   tests, the end-to-end tests that start real etcd clusters (and Prometheus) on
+#   loopback ports, and a short run of the fuzz targets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +19,5 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== fuzz: the relay's parsers, 20 s per target (scripts/fuzz.sh)"
+./scripts/fuzz.sh 20

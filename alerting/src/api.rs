@@ -358,8 +358,15 @@ fn gettable_alert(v: &AlertView) -> Value {
     })
 }
 
+/// Parses the filters on a blocking thread: regexes from a request take CPU time.
+async fn alert_filter(q: Option<String>) -> Result<AlertFilter, ApiError> {
+    tokio::task::spawn_blocking(move || AlertFilter::parse(q.as_deref()))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
 async fn v2_alerts(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, V2Error> {
-    let f = AlertFilter::parse(q.as_deref())?;
+    let f = alert_filter(q).await?;
     let alerts: Vec<Value> = views(&s.engine)
         .await?
         .iter()
@@ -374,7 +381,7 @@ type GroupedAlerts = std::collections::BTreeMap<(String, Vec<(String, String)>),
 
 /// Alerts grouped by receiver and group labels, as karma and Grafana read them.
 async fn v2_groups(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, V2Error> {
-    let f = AlertFilter::parse(q.as_deref())?;
+    let f = alert_filter(q).await?;
     let cfg = s.engine.config();
     let mut groups = GroupedAlerts::new();
     for v in views(&s.engine).await?.iter().filter(|v| f.keeps(v)) {
@@ -417,15 +424,20 @@ async fn v2_silences(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, V2Error> {
-    let mut filter = Vec::new();
-    for (k, v) in url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
-        if k == "filter" {
-            filter.extend(
-                parse_matchers(&v)
-                    .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("filter: {e}")))?,
-            );
-        }
-    }
+    let filter =
+        tokio::task::spawn_blocking(move || {
+            let mut filter = Vec::new();
+            for (k, v) in url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
+                if k == "filter" {
+                    filter.extend(parse_matchers(&v).map_err(|e| {
+                        ApiError::new(StatusCode::BAD_REQUEST, format!("filter: {e}"))
+                    })?);
+                }
+            }
+            Ok::<_, ApiError>(filter)
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     let now = now_ms();
     let engine = s.engine.clone();
     let out: Vec<Value> = blocking(move || Ok(engine.silences()))
