@@ -274,6 +274,65 @@ impl<'a> Tx<'a> {
         }
     }
 
+    /// Forgets what nobody needs any more: resolved alerts once every group holding them
+    /// has flushed since, timers and logs of groups that are gone, long-expired silences.
+    fn forget(&mut self, now_ms: i64) {
+        // Resolved alerts go once every group holding them has flushed since (the
+        // resolution made each group dirty; only a flush makes it clean).
+        let gone: Vec<String> =
+            self.st
+                .alerts
+                .iter()
+                .filter_map(|(fp, a)| {
+                    let at = a.resolved_at_ms?;
+                    let keys = self.st.memberships.get(fp)?;
+                    keys.iter()
+                        .all(|key| {
+                            self.st.timers.get(key).is_some_and(|t| {
+                                !t.dirty && t.last_flush_ms.is_some_and(|f| f >= at)
+                            })
+                        })
+                        .then(|| fp.clone())
+                })
+                .collect();
+        for fp in gone {
+            self.del_alert(&fp);
+        }
+        let stale_timers: Vec<String> = self
+            .st
+            .timers
+            .keys()
+            .filter(|k| !self.st.groups.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in stale_timers {
+            self.set_timer(&k, None);
+        }
+        let stale_logs: Vec<String> = self
+            .st
+            .nflog
+            .keys()
+            .filter(|k| {
+                let group = k.split_once('\0').map_or("", |(_, g)| g);
+                !self.st.groups.contains_key(group)
+            })
+            .cloned()
+            .collect();
+        for k in stale_logs {
+            self.del_nflog(&k);
+        }
+        let old_silences: Vec<String> = self
+            .st
+            .silences
+            .values()
+            .filter(|s| now_ms.saturating_sub(s.ends_at_ms) > SILENCE_RETENTION_MS)
+            .map(|s| s.id.clone())
+            .collect();
+        for id in old_silences {
+            self.del_silence(&id);
+        }
+    }
+
     /// Writes the changes durably, or undoes them all.
     fn commit(self, store: &Store, now_ms: i64) -> Result<Applied, StoreError> {
         if self.changes.is_empty() {
@@ -789,60 +848,7 @@ impl Engine {
             .collect();
         let flushes = decide(tx.st, &cfg, &due, now_ms);
         apply_flushes(&mut tx, flushes);
-        // Resolved alerts go once every group holding them has flushed since (the
-        // resolution made each group dirty; only a flush makes it clean).
-        let gone: Vec<String> =
-            tx.st
-                .alerts
-                .iter()
-                .filter_map(|(fp, a)| {
-                    let at = a.resolved_at_ms?;
-                    let keys = tx.st.memberships.get(fp)?;
-                    keys.iter()
-                        .all(|key| {
-                            tx.st.timers.get(key).is_some_and(|t| {
-                                !t.dirty && t.last_flush_ms.is_some_and(|f| f >= at)
-                            })
-                        })
-                        .then(|| fp.clone())
-                })
-                .collect();
-        for fp in gone {
-            tx.del_alert(&fp);
-        }
-        let stale_timers: Vec<String> = tx
-            .st
-            .timers
-            .keys()
-            .filter(|k| !tx.st.groups.contains_key(*k))
-            .cloned()
-            .collect();
-        for k in stale_timers {
-            tx.set_timer(&k, None);
-        }
-        let stale_logs: Vec<String> = tx
-            .st
-            .nflog
-            .keys()
-            .filter(|k| {
-                let group = k.split_once('\0').map_or("", |(_, g)| g);
-                !tx.st.groups.contains_key(group)
-            })
-            .cloned()
-            .collect();
-        for k in stale_logs {
-            tx.del_nflog(&k);
-        }
-        let old_silences: Vec<String> = tx
-            .st
-            .silences
-            .values()
-            .filter(|s| now_ms.saturating_sub(s.ends_at_ms) > SILENCE_RETENTION_MS)
-            .map(|s| s.id.clone())
-            .collect();
-        for id in old_silences {
-            tx.del_silence(&id);
-        }
+        tx.forget(now_ms);
         out.next_due_ms = tx.st.next_due(&cfg, now_ms);
         let applied = tx.commit(&self.store, now_ms)?;
         self.alert_count.store(st.alerts.len(), Ordering::Relaxed);

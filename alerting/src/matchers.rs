@@ -290,10 +290,16 @@ fn syntax(input: &str, pos: usize, reason: &'static str) -> ParseError {
 
 /// `s`, cut to at most [`MAX_QUOTED_BYTES`] on a character boundary and marked if cut.
 fn clip(s: &str) -> String {
-    if s.len() <= MAX_QUOTED_BYTES {
+    clip_to(s, MAX_QUOTED_BYTES)
+}
+
+/// `s`, cut to at most `max` bytes on a character boundary and marked if cut, for quoting
+/// untrusted input in an error message.
+pub(crate) fn clip_to(s: &str, max: usize) -> String {
+    if s.len() <= max {
         return s.to_owned();
     }
-    let mut end = MAX_QUOTED_BYTES;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }

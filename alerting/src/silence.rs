@@ -451,14 +451,7 @@ pub fn format_rfc3339_ms(ms: i64) -> String {
 }
 
 fn clip(s: &str) -> String {
-    if s.len() <= MAX_QUOTED_BYTES {
-        return s.to_owned();
-    }
-    let mut end = MAX_QUOTED_BYTES;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", s.get(..end).unwrap_or(""))
+    crate::matchers::clip_to(s, MAX_QUOTED_BYTES)
 }
 
 #[cfg(test)]

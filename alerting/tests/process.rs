@@ -340,17 +340,24 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_old_config() {
         )
         .expect("SIGHUP")
     };
+    // The reload gauge once it reads `want` (or what it reads after 5 s).
+    let reload_success = |want: &'static str| {
+        let metric = &metric;
+        async move {
+            let mut got = String::new();
+            for _ in 0..50 {
+                got = metric("etcd_monitor_relay_config_last_reload_successful ").await;
+                if got == want {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            got
+        }
+    };
     std::fs::write(&cfg, "receivers: [this is not a receiver list\n").expect("bad config");
     hup();
-    let mut failed = String::new();
-    for _ in 0..50 {
-        failed = metric("etcd_monitor_relay_config_last_reload_successful ").await;
-        if failed == "0" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(failed, "0", "the bad reload is reported");
+    assert_eq!(reload_success("0").await, "0", "the bad reload is reported");
     assert_eq!(post("StillServed").await, 200, "the old config still runs");
     std::fs::write(
         &cfg,
@@ -361,15 +368,7 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_old_config() {
     )
     .expect("good config");
     hup();
-    let mut ok = String::new();
-    for _ in 0..50 {
-        ok = metric("etcd_monitor_relay_config_last_reload_successful ").await;
-        if ok == "1" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(ok, "1");
+    assert_eq!(reload_success("1").await, "1");
     assert_eq!(post("After").await, 200);
     wait_until(
         "the new receiver hears the next alert",

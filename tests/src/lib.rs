@@ -120,3 +120,31 @@ pub async fn wait_port(port: u16, timeout: Duration) {
     )
     .await;
 }
+
+/// A command run in the repository root that does not inherit the test's `CARGO_PKG_*`,
+/// `CARGO_MANIFEST_*` and similar variables: a nested `cargo` that kept them would rerun
+/// build scripts (ring's) and rebuild half the workspace, and the next ordinary build all
+/// of it again.
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    for (k, _) in std::env::vars_os() {
+        if let Some(k) = k.to_str() {
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || matches!(
+                    k,
+                    "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
+                )
+            {
+                cmd.env_remove(k);
+            }
+        }
+    }
+    cmd.current_dir(prometheus::repo_root())
+        .stdin(std::process::Stdio::null());
+    cmd
+}

@@ -64,32 +64,6 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A command that does not inherit the test's CARGO_PKG_*/CARGO_MANIFEST_* variables: a
-/// nested cargo that kept them would rerun build scripts (ring's) and rebuild half the
-/// workspace, and the next ordinary build all of it again.
-fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut cmd = Command::new(program);
-    for (k, _) in std::env::vars_os() {
-        if let Some(k) = k.to_str() {
-            if k.starts_with("CARGO_PKG_")
-                || k.starts_with("CARGO_MANIFEST_")
-                || matches!(
-                    k,
-                    "CARGO_CRATE_NAME"
-                        | "CARGO_BIN_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "OUT_DIR"
-                )
-            {
-                cmd.env_remove(k);
-            }
-        }
-    }
-    cmd.current_dir(workspace()).stdin(Stdio::null());
-    cmd
-}
-
 fn run(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()))
@@ -119,7 +93,7 @@ fn binaries() -> &'static BTreeMap<String, PathBuf> {
     static BINS: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
     BINS.get_or_init(|| {
         let started = Instant::now();
-        let out = run(clean_command(env!("CARGO")).args([
+        let out = run(tests::clean_command(env!("CARGO")).args([
             "build",
             "--locked",
             "-p",
@@ -480,7 +454,7 @@ fn dpkg_deb(args: &[&str], deb: &Path) -> String {
 
 #[test]
 fn package_sh_dev_builds_debs_with_binaries_units_and_config() {
-    let has_cargo_deb = clean_command(env!("CARGO"))
+    let has_cargo_deb = tests::clean_command(env!("CARGO"))
         .args(["deb", "--version"])
         .output()
         .is_ok_and(|o| o.status.success());
@@ -490,7 +464,7 @@ fn package_sh_dev_builds_debs_with_binaries_units_and_config() {
          `cargo install cargo-deb --version 3.8.0 --locked` (./scripts/package.sh does this)"
     );
     let started = Instant::now();
-    let out = run(clean_command(workspace().join("scripts/package.sh")).arg("--dev"));
+    let out = run(tests::clean_command(workspace().join("scripts/package.sh")).arg("--dev"));
     eprintln!(
         "scripts/package.sh --dev: {} in {:.1}s",
         out.status,

@@ -278,30 +278,7 @@ async fn an_amtool_silence_holds_back_its_alert_until_amtool_expires_it() {
 /// The `etcd-monitor-relay` binary, built from the current sources (the tests crate does
 /// not build it, and no harness helper finds it): `cargo build` says where it is.
 async fn relay_binary() -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace above tests/");
-    let mut cargo = tokio::process::Command::new(env!("CARGO"));
-    // `cargo test` hands this process the tests crate's CARGO_PKG_* and CARGO_MANIFEST_*.
-    // Build scripts (ring's) rerun when those change, so a nested build that kept them
-    // would rebuild half the workspace, and the next ordinary build all of it again.
-    for (k, _) in std::env::vars_os() {
-        if let Some(k) = k.to_str() {
-            if k.starts_with("CARGO_PKG_")
-                || k.starts_with("CARGO_MANIFEST_")
-                || matches!(
-                    k,
-                    "CARGO_CRATE_NAME"
-                        | "CARGO_BIN_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "OUT_DIR"
-                )
-            {
-                cargo.env_remove(k);
-            }
-        }
-    }
+    let mut cargo = tokio::process::Command::from(tests::clean_command(env!("CARGO")));
     let out = cargo
         .args([
             "build",
@@ -311,8 +288,6 @@ async fn relay_binary() -> PathBuf {
             "etcd-monitor-relay",
             "--message-format=json",
         ])
-        .current_dir(workspace)
-        .stdin(Stdio::null())
         .output()
         .await
         .expect("run cargo build");

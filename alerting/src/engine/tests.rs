@@ -20,6 +20,23 @@ fn alert(pairs: &[(&str, &str)], status: Status) -> Alert {
     crate::model::test_alert(pairs, status)
 }
 
+/// A silence of `alertname="X"` from `start` to `end`.
+fn silence_of_x(start: i64, end: i64) -> PostableSilence {
+    PostableSilence {
+        id: None,
+        matchers: vec![ApiMatcher {
+            name: "alertname".into(),
+            value: "X".into(),
+            is_regex: false,
+            is_equal: true,
+        }],
+        starts_at: crate::silence::format_rfc3339_ms(start),
+        ends_at: crate::silence::format_rfc3339_ms(end),
+        created_by: "test".into(),
+        comment: "maintenance".into(),
+    }
+}
+
 fn queued(e: &Engine, receiver: &str) -> Vec<crate::store::Delivery> {
     e.store().pending(receiver).expect("pending").0
 }
@@ -229,19 +246,7 @@ fn inhibited_alerts_are_not_notified_and_are_once_the_source_resolves() {
 #[test]
 fn a_silenced_alert_is_notified_once_the_silence_expires() {
     let (_d, e) = engine(ONE);
-    let p = PostableSilence {
-        id: None,
-        matchers: vec![ApiMatcher {
-            name: "alertname".into(),
-            value: "X".into(),
-            is_regex: false,
-            is_equal: true,
-        }],
-        starts_at: crate::silence::format_rfc3339_ms(T0),
-        ends_at: crate::silence::format_rfc3339_ms(T0 + 60_000),
-        created_by: "test".into(),
-        comment: "maintenance".into(),
-    };
+    let p = silence_of_x(T0, T0 + 60_000);
     let id = e.post_silence(&p, T0).expect("silence");
     let a = alert(&[("alertname", "X")], Status::Firing);
     let out = e
@@ -335,19 +340,7 @@ fn a_failed_write_changes_nothing() {
 #[test]
 fn a_silence_ending_between_flushes_is_noticed_at_the_next_one() {
     let (_d, e) = engine("group_interval: 1m\nreceivers:\n  - name: r\n    console: {}\n");
-    let p = PostableSilence {
-        id: None,
-        matchers: vec![ApiMatcher {
-            name: "alertname".into(),
-            value: "X".into(),
-            is_regex: false,
-            is_equal: true,
-        }],
-        starts_at: crate::silence::format_rfc3339_ms(T0),
-        ends_at: crate::silence::format_rfc3339_ms(T0 + 20_000),
-        created_by: "test".into(),
-        comment: "c".into(),
-    };
+    let p = silence_of_x(T0, T0 + 20_000);
     e.post_silence(&p, T0).expect("silence");
     let a = alert(&[("alertname", "X")], Status::Firing);
     assert!(e.ingest(&[a], T0 + 1).expect("ingest").enqueued.is_empty());
