@@ -649,6 +649,7 @@ impl Collector {
         });
 
         Snapshot {
+            cluster: None,
             cycle: self.cycle,
             at_unix_ms: at_ms,
             interval_ms: self.cfg.interval.as_millis() as u64,

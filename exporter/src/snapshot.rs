@@ -19,6 +19,8 @@ pub struct MemberExtras {
     pub watchers: Option<i64>,
     pub wal_fsync_p95_ms: Option<f64>,
     pub backend_commit_p95_ms: Option<f64>,
+    /// `etcd_server_quota_backend_bytes` from the member's `/metrics`.
+    pub quota_bytes: Option<i64>,
     pub read_linearizable_ms: Option<f64>,
     pub read_serializable_ms: Option<f64>,
     pub read_error: Option<String>,
@@ -93,6 +95,9 @@ pub struct HistoryPoint {
 /// Everything `/metrics` and the API serve.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
+    /// The cluster's name: from `--config`, or `--cluster-name`; `None` when neither names
+    /// it (one cluster, no `cluster` label).
+    pub cluster: Option<String>,
     /// 0 before the first cycle has finished.
     pub cycle: u64,
     pub at_unix_ms: u64,
@@ -115,6 +120,7 @@ impl Snapshot {
     /// What is served before the first cycle finishes.
     pub fn empty(interval_ms: u64) -> Self {
         Snapshot {
+            cluster: None,
             cycle: 0,
             at_unix_ms: 0,
             interval_ms,
