@@ -405,6 +405,12 @@ async fn close_if_body_refused(mut resp: axum::response::Response) -> axum::resp
     resp
 }
 
+/// The bearer-token check of [`serve_secured`]. A browser cannot send a bearer header, so a
+/// GET or HEAD may also carry the token as the password of HTTP Basic auth (any user
+/// name), and the 401 for those methods invites the browser to ask for it. Every other
+/// method still needs the bearer header: a browser replays cached Basic credentials on
+/// any request to the origin, so accepting them for a POST would let another site's
+/// form act with the operator's login (cross-site request forgery).
 async fn require_bearer(
     tokens: Arc<Vec<Secret>>,
     req: axum::extract::Request,
@@ -414,25 +420,87 @@ async fn require_bearer(
     if req.uri().path() == "/health" {
         return next.run(req).await;
     }
+    let safe = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
     let given = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if tokens.iter().any(|t| constant_time_eq(t.expose(), given)) {
-        return next.run(req).await;
+        .and_then(|v| presented_token(v, safe));
+    if let Some(given) = given {
+        if tokens.iter().any(|t| constant_time_eq(t.expose(), &given)) {
+            return next.run(req).await;
+        }
     }
     let mut resp = ApiError::new(
         axum::http::StatusCode::UNAUTHORIZED,
         "a valid bearer token is required (Authorization: Bearer <token>)",
     )
     .into_response();
-    resp.headers_mut().insert(
+    let headers = resp.headers_mut();
+    headers.insert(
         axum::http::header::WWW_AUTHENTICATE,
         axum::http::HeaderValue::from_static("Bearer"),
     );
+    if safe {
+        headers.append(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static(r#"Basic realm="etcd-monitor", charset="UTF-8""#),
+        );
+    }
     resp
+}
+
+/// The token an `Authorization` header presents: `Bearer TOKEN`, or, when `basic_allowed`,
+/// `Basic base64(USER:TOKEN)` (the scheme name in any case, as RFC 9110 has it).
+fn presented_token(header: &str, basic_allowed: bool) -> Option<String> {
+    if let Some(token) = header.strip_prefix("Bearer ") {
+        return Some(token.to_owned());
+    }
+    let (scheme, credentials) = header.split_once(' ')?;
+    if !basic_allowed || !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = decode_base64(credentials.trim())?;
+    let (_user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some(password.to_owned())
+}
+
+/// Standard base64 with padding (RFC 4648), as Basic credentials are encoded; `None` when
+/// `s` is anything else.
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let bytes = s.as_bytes();
+    if bytes.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    let quads = bytes.len() / 4;
+    for (i, quad) in bytes.chunks(4).enumerate() {
+        let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && i + 1 != quads) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &quad[..4 - pad] {
+            n = (n << 6) | value(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let [_, a, b, c] = n.to_be_bytes();
+        out.extend_from_slice(&[a, b, c][..3 - pad]);
+    }
+    Some(out)
 }
 
 /// Compares without an early exit on the first differing byte, so the time taken does not
@@ -485,7 +553,41 @@ macro_rules! server_security_args {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{constant_time_eq, decode_base64, presented_token};
+
+    #[test]
+    fn basic_credentials_give_the_password_only_when_allowed() {
+        // "ops:s3cret" and "x:pa:ss" (a colon in the password stays in it).
+        assert_eq!(
+            presented_token("Basic b3BzOnMzY3JldA==", true).as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(
+            presented_token("basic eDpwYTpzcw==", true).as_deref(),
+            Some("pa:ss")
+        );
+        assert_eq!(presented_token("Basic b3BzOnMzY3JldA==", false), None);
+        assert_eq!(presented_token("Basic !!!!", true), None);
+        assert_eq!(presented_token("Basic bm9jb2xvbg==", true), None);
+        assert_eq!(
+            presented_token("Bearer s3cret", false).as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(presented_token("Digest x", true), None);
+    }
+
+    #[test]
+    fn base64_decodes_strictly() {
+        assert_eq!(decode_base64("").as_deref(), Some(&b""[..]));
+        assert_eq!(decode_base64("Zg==").as_deref(), Some(&b"f"[..]));
+        assert_eq!(decode_base64("Zm8=").as_deref(), Some(&b"fo"[..]));
+        assert_eq!(decode_base64("Zm9v").as_deref(), Some(&b"foo"[..]));
+        assert_eq!(decode_base64("Zm9vYmFy").as_deref(), Some(&b"foobar"[..]));
+        assert_eq!(decode_base64("Zm9"), None);
+        assert_eq!(decode_base64("Zg==Zg=="), None);
+        assert_eq!(decode_base64("Z==="), None);
+        assert_eq!(decode_base64("Zm9v\n"), None);
+    }
 
     #[test]
     fn tokens_compare_whole() {
