@@ -1,12 +1,32 @@
-//! `POST /api/v1/performance/benchmark`: runs the bench library against the cluster the
-//! exporter watches. Off unless `--benchmark-token-file` is given; needs that bearer
-//! token; one run at a time; bounded in size and time; its keys live under the probe
-//! prefix and are deleted afterwards.
+//! `POST /api/v1/performance/benchmark[?cluster=NAME]`: runs the bench library against a
+//! cluster the exporter watches. Off unless `--benchmark-token-file` is given; needs that
+//! bearer token; bounded in size and time; one run at a time per cluster.
+//!
+//! Design note. The endpoint puts load on a production cluster, so it must leave it as
+//! found, whatever the client does:
+//! - Space: before the run, `preflight` reads every member's database size, the quota
+//!   and the alarms, and `budget` refuses a run that could write more than a share of the
+//!   space left (or any run while an alarm is active): a `NOSPACE` alarm would make the
+//!   whole cluster read-only.
+//! - Ownership: the run belongs to a thread of its own (`runner`), which holds the
+//!   cluster's slot, deletes every key under the run's prefix and only then frees the
+//!   slot, on success, failure, deadline or panic. The request only waits for the
+//!   outcome; a client that goes away stops waiting and nothing else.
+//! - Isolation: the load runs on its own runtime on that thread, so collection cycles on
+//!   the exporter's runtime stay on time.
+//! - Time: one deadline covers connecting, the fill and the load (`budget::deadline`).
+
+mod budget;
+mod preflight;
+mod runner;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,6 +34,8 @@ use bench::params::{Consistency, Params, Stop, Workload};
 use common::http::ApiError;
 use serde::Deserialize;
 use tokio::sync::Mutex;
+
+pub use budget::{Quota, BUDGET_PERCENT, DEFAULT_QUOTA_BYTES};
 
 /// Limits on what one request may ask for.
 pub const MAX_TOTAL: u64 = 200_000;
@@ -24,6 +46,26 @@ pub const MAX_VAL_SIZE: usize = 64 * 1024;
 pub const MAX_KEY_SPACE: u64 = 1_000_000;
 pub const MAX_BODY: usize = 16 * 1024;
 
+/// Time allowed to read the cluster's space before a run.
+const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One cluster the endpoint may load.
+#[derive(Debug, Clone)]
+pub struct BenchTarget {
+    /// Its name, as `?cluster=` gives it; `None` for the only cluster of a plain setup.
+    pub cluster: Option<String>,
+    pub etcd: common::etcd::EtcdConfig,
+    /// Every key of a run is under it, and all of it is deleted after the run.
+    pub prefix: String,
+}
+
+/// A target with its one-run slot.
+#[derive(Clone)]
+struct Target {
+    spec: BenchTarget,
+    slot: Arc<Mutex<()>>,
+}
+
 /// What the endpoint needs.
 #[derive(Clone)]
 pub struct BenchState {
@@ -32,6 +74,56 @@ pub struct BenchState {
     pub prefix: String,
     /// Held while a run is in progress.
     pub running: Arc<Mutex<()>>,
+}
+
+impl BenchState {
+    fn targets(&self) -> Vec<Target> {
+        vec![Target {
+            spec: BenchTarget {
+                cluster: None,
+                etcd: self.etcd.clone(),
+                prefix: self.prefix.clone(),
+            },
+            slot: self.running.clone(),
+        }]
+    }
+}
+
+/// The query string.
+#[derive(Debug, Default, Deserialize)]
+pub struct BenchQuery {
+    pub cluster: Option<String>,
+}
+
+/// The target `name` picks: required when there are several, optional with one.
+fn select<'a>(targets: &'a [Target], name: Option<&str>) -> Result<&'a Target, ApiError> {
+    let names = || {
+        targets
+            .iter()
+            .filter_map(|t| t.spec.cluster.as_deref())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (name, targets) {
+        (None, [only]) => Ok(only),
+        (None, _) => Err(bad(format!(
+            "several clusters: give ?cluster= one of {}",
+            names()
+        ))),
+        (Some(n), _) => match targets.iter().find(|t| t.spec.cluster.as_deref() == Some(n)) {
+            Some(t) => Ok(t),
+            // The only cluster of a plain setup has no name: any name is unknown.
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                match names() {
+                    known if known.is_empty() => format!(
+                        "no cluster named {n:?}: the exporter watches one unnamed cluster (leave out ?cluster=)"
+                    ),
+                    known => format!("no cluster named {n:?}; known: {known}"),
+                },
+            )),
+        },
+    }
 }
 
 /// The request body.
@@ -146,6 +238,15 @@ pub fn params(req: &BenchRequest, prefix: &str) -> Result<Params, ApiError> {
         Some(r) if r.is_finite() && r >= 0.0 => (r > 0.0).then_some(r),
         Some(r) => return Err(bad(format!("rate: {r} is not a rate"))),
     };
+    if let (Stop::Total(n), Some(r)) = (stop, rate) {
+        let secs = n as f64 / r;
+        if secs > MAX_DURATION.as_secs_f64() {
+            return Err(bad(format!(
+                "total and rate: {n} requests at {r}/s take {secs:.0} s, over the {} s limit",
+                MAX_DURATION.as_secs()
+            )));
+        }
+    }
     Ok(Params {
         workload,
         conns: req.conns,
@@ -177,9 +278,10 @@ fn authorised(headers: &HeaderMap, token: &str) -> bool {
             == 0
 }
 
-/// The handler.
+/// The handler: checks, then hands the run to its own thread and waits for the outcome.
 pub async fn handle(
     State(app): State<crate::api::AppState>,
+    query: Result<Query<BenchQuery>, QueryRejection>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -201,22 +303,85 @@ pub async fn handle(
             format!("body over {MAX_BODY} bytes"),
         ));
     }
+    let Query(query) = query.map_err(|e| bad(format!("invalid query: {}", e.body_text())))?;
+    let targets = s.targets();
+    let target = select(&targets, query.cluster.as_deref())?;
     let req: BenchRequest =
         serde_json::from_slice(&body).map_err(|e| bad(format!("invalid request: {e}")))?;
-    let params = params(&req, &s.prefix)?;
-    let Ok(_guard) = s.running.try_lock() else {
+    let params = params(&req, &target.spec.prefix)?;
+    let Ok(slot) = target.slot.clone().try_lock_owned() else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "a benchmark is already running",
+            "a benchmark is already running on this cluster",
         ));
     };
-    let result = bench::run(&params, &s.etcd, false).await;
-    // Leave the cluster as found: the run's keys go.
-    if let Err(e) = crate::etcd::delete_prefix(&s.etcd, &s.prefix).await {
-        tracing::warn!(error = %e, "cannot delete the benchmark's keys");
+    // Nothing is written before this check passes; a client that leaves during it only
+    // frees the slot again.
+    let deadline = tokio::time::Instant::now() + PREFLIGHT_TIMEOUT;
+    let space = preflight::gather(&target.spec.etcd, deadline)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot check the cluster's space before the run: {e}"),
+            )
+        })?;
+    if let Err(refusal) = budget::decide(&params, &space) {
+        return Ok(refused(&refusal));
     }
-    match result {
-        Ok(report) => Ok(Json(report).into_response()),
-        Err(e) => Err(ApiError::new(StatusCode::BAD_GATEWAY, e.to_string())),
+    let job = runner::Job {
+        deadline: budget::deadline(&params, MAX_DURATION),
+        params,
+        etcd: target.spec.etcd.clone(),
+        prefix: target.spec.prefix.clone(),
+        cluster: target.spec.cluster.clone(),
+        slot,
+    };
+    let outcome = runner::start(job).map_err(|e| {
+        tracing::error!(error = %e, "cannot start the benchmark thread");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot start the benchmark",
+        )
+    })?;
+    // Dropping this future (the client left) drops only the receiver: the run goes on,
+    // cleans up and frees the slot by itself.
+    match outcome.await {
+        Ok(runner::Outcome::Done(report)) => Ok(Json(report).into_response()),
+        Ok(runner::Outcome::Failed(e)) => Err(ApiError::new(StatusCode::BAD_GATEWAY, e)),
+        Ok(runner::Outcome::TimedOut(d)) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the benchmark did not finish within {} s: it was stopped and its keys deleted",
+                d.as_secs()
+            ),
+        )),
+        Ok(runner::Outcome::Broken) | Err(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the benchmark failed (see the exporter's log); its keys were deleted",
+        )),
     }
+}
+
+/// The answer to a refused run: the message and the figures it rests on.
+fn refused(refusal: &budget::Refusal) -> Response {
+    let (status, figures) = match refusal {
+        budget::Refusal::Alarm { member, alarm } => (
+            StatusCode::CONFLICT,
+            serde_json::json!({"alarm": {"member": member, "alarm": alarm.as_str()}}),
+        ),
+        budget::Refusal::OverBudget { estimate, budget } => (
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({
+                "estimate": estimate,
+                "budget": budget,
+                "budget_percent": BUDGET_PERCENT,
+            }),
+        ),
+    };
+    let mut body = serde_json::json!({ "error": refusal.to_string() });
+    if let (Some(b), Some(f)) = (body.as_object_mut(), figures.as_object()) {
+        b.extend(f.clone());
+    }
+    (status, Json(body)).into_response()
 }
