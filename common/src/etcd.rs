@@ -446,6 +446,9 @@ impl EtcdConfig {
             .connect_timeout(self.dial_timeout)
             .timeout(self.command_timeout)
             .no_proxy()
+            // A redirect would take the client certificate (and whatever the member's
+            // answer points at) elsewhere: a member's /metrics and /health never redirect.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(2);
         if let Some(ca) = &self.tls.ca_pem {
             b = b

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,20 +15,81 @@ use tokio::sync::watch;
 use crate::model::MemberState;
 use crate::snapshot::{MemberExtras, Snapshot};
 
-/// What handlers share: the receiving end of the snapshot channel.
+/// What handlers share: the latest snapshot of every cluster, and the clients for the
+/// relay and the benchmark.
 #[derive(Clone)]
 pub struct AppState {
-    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// One per cluster, in the configuration's order.
+    pub clusters: Vec<watch::Receiver<Arc<Snapshot>>>,
+    pub exposer: Arc<crate::metrics::Exposer>,
     /// The relay to answer `/api/v1/alerts*` from, with the client to ask it.
     pub relay: Option<(url::Url, reqwest::Client)>,
     /// The benchmark endpoint, when enabled.
     pub bench: Option<crate::benchmark::BenchState>,
 }
 
+/// `?cluster=NAME`, taken by every endpoint about one cluster.
+#[derive(Debug, Default, Deserialize)]
+pub struct ClusterQuery {
+    pub cluster: Option<String>,
+}
+
 impl AppState {
-    fn latest(&self) -> Arc<Snapshot> {
-        self.snapshots.borrow().clone()
+    /// Every cluster's latest snapshot.
+    pub fn snapshots(&self) -> Vec<Arc<Snapshot>> {
+        self.clusters.iter().map(|rx| rx.borrow().clone()).collect()
     }
+
+    fn names(&self) -> Vec<String> {
+        self.snapshots()
+            .iter()
+            .filter_map(|s| s.cluster.clone())
+            .collect()
+    }
+
+    /// The snapshot of the cluster `name`; with one cluster, `None` (or its name) selects
+    /// it; with several, a name is required.
+    pub fn select(&self, name: Option<&str>) -> Result<Arc<Snapshot>, ApiError> {
+        let snaps = self.snapshots();
+        match name {
+            Some(name) => snaps
+                .into_iter()
+                .find(|s| s.cluster.as_deref() == Some(name))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "no cluster {:?} (known: {})",
+                            clip(name),
+                            self.names().join(", ")
+                        ),
+                    )
+                }),
+            None if snaps.len() == 1 => Ok(snaps[0].clone()),
+            None => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "this exporter watches several clusters: name one with ?cluster= ({})",
+                    self.names().join(", ")
+                ),
+            )),
+        }
+    }
+}
+
+fn clip(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+type ClusterArg = Result<Query<ClusterQuery>, axum::extract::rejection::QueryRejection>;
+
+/// The snapshot a `?cluster=` query selects.
+fn selected(s: &AppState, q: ClusterArg) -> Result<Arc<Snapshot>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    s.select(q.cluster.as_deref())
 }
 
 pub use common::http::ApiError;
@@ -40,6 +101,7 @@ pub fn router(state: AppState, cors_origins: &[axum::http::HeaderValue]) -> Rout
         .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
+        .route("/api/v1/clusters", get(clusters))
         .route("/api/v1/cluster/status", get(cluster_status))
         .route("/api/v1/cluster/members", get(cluster_members))
         .route("/api/v1/cluster/leader", get(cluster_leader))
@@ -67,20 +129,89 @@ pub fn router(state: AppState, cors_origins: &[axum::http::HeaderValue]) -> Rout
     r
 }
 
-async fn metrics(State(s): State<AppState>) -> Response {
-    let snap = s.latest();
-    (
-        [(
-            header::CONTENT_TYPE,
-            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-        )],
-        snap.metrics_text.clone(),
-    )
-        .into_response()
+/// Whether the client takes gzip (`Accept-Encoding: gzip`, not at `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
 }
 
-async fn status_page(State(s): State<AppState>) -> Response {
-    axum::response::Html(crate::status_page::render(&s.latest())).into_response()
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let snaps = s.snapshots();
+    let gzip = accepts_gzip(&headers);
+    let exposer = s.exposer.clone();
+    // Rendering after a new cycle is CPU work in the order of milliseconds: off the
+    // runtime, so that it does not hold up other requests.
+    let body = match tokio::task::spawn_blocking(move || exposer.get(&snaps, gzip)).await {
+        Ok(body) => body,
+        Err(e) => {
+            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("render: {e}"))
+                .into_response()
+        }
+    };
+    let mut resp = (
+        [
+            (
+                header::CONTENT_TYPE,
+                prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            ),
+            (header::VARY, "Accept-Encoding"),
+        ],
+        body,
+    )
+        .into_response();
+    if gzip {
+        resp.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            axum::http::HeaderValue::from_static("gzip"),
+        );
+    }
+    resp
+}
+
+async fn status_page(
+    State(s): State<AppState>,
+    query: ClusterArg,
+) -> Result<Response, ApiError> {
+    use crate::status_page::{parse_relay_alerts, render, Alerts, Page};
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let clusters = s.snapshots();
+    if let Some(name) = q.cluster.as_deref() {
+        s.select(Some(name))?;
+    }
+    let alerts = match &s.relay {
+        None => Alerts::NotConfigured,
+        Some(_) => match relay_json(&s, "api/v1/alerts", None).await {
+            Ok(body) => parse_relay_alerts(&body).map_or_else(Alerts::Unavailable, Alerts::Firing),
+            Err(e) => Alerts::Unavailable(e.message),
+        },
+    };
+    let html = render(&Page {
+        clusters: &clusters,
+        selected: q.cluster.as_deref(),
+        alerts,
+        now_unix_ms: now_ms(),
+    });
+    Ok((
+        [(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+        )],
+        axum::response::Html(html),
+    )
+        .into_response())
 }
 
 fn now_ms() -> u64 {
@@ -90,32 +221,83 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The exporter's own health: 200 while cycles complete, 503 before the first one or
-/// when the last one is older than three intervals (plus slack).
-async fn health(State(s): State<AppState>) -> Response {
-    let snap = s.latest();
+/// A snapshot's freshness: `starting` before the first cycle, `stale` when the last one
+/// is older than three intervals (plus slack), else `ok`.
+fn freshness(snap: &Snapshot) -> &'static str {
     let age_ms = now_ms().saturating_sub(snap.at_unix_ms);
-    let (status, word) = if snap.cycle == 0 {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    if snap.cycle == 0 {
+        "starting"
     } else if age_ms > 3 * snap.interval_ms + 10_000 {
-        (StatusCode::SERVICE_UNAVAILABLE, "stale")
+        "stale"
     } else {
-        (StatusCode::OK, "ok")
+        "ok"
+    }
+}
+
+/// The exporter's own health: 200 while every cluster's cycles complete, 503 before the
+/// first one or when one is stale.
+async fn health(State(s): State<AppState>) -> Response {
+    let snaps = s.snapshots();
+    let words: Vec<&str> = snaps.iter().map(|s| freshness(s)).collect();
+    let word = ["starting", "stale"]
+        .into_iter()
+        .find(|w| words.contains(w))
+        .unwrap_or("ok");
+    let status = if word == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({
-            "status": word,
-            "cycle": snap.cycle,
-            "last_collect_unix_ms": snap.at_unix_ms,
-            "cluster_healthy": snap.model.healthy,
-        })),
-    )
-        .into_response()
+    let mut body = json!({
+        "status": word,
+        "cycle": snaps.iter().map(|s| s.cycle).min().unwrap_or(0),
+        "last_collect_unix_ms": snaps.iter().map(|s| s.at_unix_ms).min().unwrap_or(0),
+        "cluster_healthy": snaps.iter().all(|s| s.model.healthy),
+    });
+    if snaps.iter().any(|s| s.cluster.is_some()) {
+        body["clusters"] = snaps
+            .iter()
+            .zip(&words)
+            .map(|(s, w)| {
+                json!({
+                    "cluster": s.cluster,
+                    "status": w,
+                    "cycle": s.cycle,
+                    "last_collect_unix_ms": s.at_unix_ms,
+                    "cluster_healthy": s.model.healthy,
+                })
+            })
+            .collect();
+    }
+    (status, Json(body)).into_response()
+}
+
+async fn clusters(State(s): State<AppState>) -> Response {
+    let list: Vec<_> = s
+        .snapshots()
+        .iter()
+        .map(|snap| {
+            json!({
+                "name": snap.cluster,
+                "status": freshness(snap),
+                "cycle": snap.cycle,
+                "at_unix_ms": snap.at_unix_ms,
+                "cluster_id": snap.model.cluster_id.map(|id| format!("{id:x}")),
+                "healthy": snap.model.healthy,
+                "has_leader": snap.model.has_leader,
+                "leader": snap.model.leader.as_ref().map(|l| &l.name),
+                "member_count": snap.model.member_count,
+                "healthy_members": snap.model.healthy_members,
+                "quorum_size": snap.model.quorum_size,
+            })
+        })
+        .collect();
+    Json(json!({ "clusters": list })).into_response()
 }
 
 #[derive(Serialize)]
 struct ClusterStatus<'a> {
+    cluster: Option<&'a str>,
     at_unix_ms: u64,
     #[serde(flatten)]
     model: &'a crate::model::ClusterModel,
@@ -123,15 +305,16 @@ struct ClusterStatus<'a> {
     request_rate_per_second: Option<f64>,
 }
 
-async fn cluster_status(State(s): State<AppState>) -> Response {
-    let snap = s.latest();
-    Json(ClusterStatus {
+async fn cluster_status(State(s): State<AppState>, q: ClusterArg) -> Result<Response, ApiError> {
+    let snap = selected(&s, q)?;
+    Ok(Json(ClusterStatus {
+        cluster: snap.cluster.as_deref(),
         at_unix_ms: snap.at_unix_ms,
         model: &snap.model,
         leader_changes_total: snap.leader_changes_total,
         request_rate_per_second: snap.request_rate_per_second,
     })
-    .into_response()
+    .into_response())
 }
 
 #[derive(Serialize)]
@@ -143,8 +326,8 @@ struct MemberView<'a> {
     agent: Option<&'a crate::snapshot::AgentStatus>,
 }
 
-async fn cluster_members(State(s): State<AppState>) -> Response {
-    let snap = s.latest();
+async fn cluster_members(State(s): State<AppState>, q: ClusterArg) -> Result<Response, ApiError> {
+    let snap = selected(&s, q)?;
     let members: Vec<MemberView<'_>> = snap
         .model
         .members
@@ -155,36 +338,43 @@ async fn cluster_members(State(s): State<AppState>) -> Response {
             agent: snap.agents.get(&m.info.name),
         })
         .collect();
-    Json(json!({ "at_unix_ms": snap.at_unix_ms, "members": members })).into_response()
+    Ok(Json(json!({
+        "cluster": snap.cluster,
+        "at_unix_ms": snap.at_unix_ms,
+        "members": members,
+    }))
+    .into_response())
 }
 
-async fn cluster_leader(State(s): State<AppState>) -> Response {
-    let snap = s.latest();
+async fn cluster_leader(State(s): State<AppState>, q: ClusterArg) -> Result<Response, ApiError> {
+    let snap = selected(&s, q)?;
     let member = snap
         .model
         .leader
         .as_ref()
         .and_then(|l| snap.model.members.iter().find(|m| m.info.id == l.id));
-    Json(json!({
+    Ok(Json(json!({
+        "cluster": snap.cluster,
         "at_unix_ms": snap.at_unix_ms,
         "has_leader": snap.model.has_leader,
         "leader": snap.model.leader,
         "member": member,
     }))
-    .into_response()
+    .into_response())
 }
 
-async fn leader_history(State(s): State<AppState>) -> Response {
-    let snap = s.latest();
-    Json(json!({
+async fn leader_history(State(s): State<AppState>, q: ClusterArg) -> Result<Response, ApiError> {
+    let snap = selected(&s, q)?;
+    Ok(Json(json!({
+        "cluster": snap.cluster,
         "changes_total": snap.leader_changes_total,
         "changes": snap.leader_history,
     }))
-    .into_response()
+    .into_response())
 }
 
-async fn metrics_current(State(s): State<AppState>) -> Response {
-    let snap = s.latest();
+async fn metrics_current(State(s): State<AppState>, q: ClusterArg) -> Result<Response, ApiError> {
+    let snap = selected(&s, q)?;
     let members: Vec<_> = snap
         .model
         .members
@@ -201,6 +391,7 @@ async fn metrics_current(State(s): State<AppState>) -> Response {
                 "revision": m.revision,
                 "db_size_bytes": m.db_size_bytes,
                 "db_size_in_use_bytes": m.db_size_in_use_bytes,
+                "quota_bytes": x.and_then(|x| x.quota_bytes),
                 "watchers": x.and_then(|x| x.watchers),
                 "wal_fsync_p95_ms": x.and_then(|x| x.wal_fsync_p95_ms),
                 "backend_commit_p95_ms": x.and_then(|x| x.backend_commit_p95_ms),
@@ -209,7 +400,8 @@ async fn metrics_current(State(s): State<AppState>) -> Response {
             })
         })
         .collect();
-    Json(json!({
+    Ok(Json(json!({
+        "cluster": snap.cluster,
         "at_unix_ms": snap.at_unix_ms,
         "cycle": snap.cycle,
         "collect_duration_ms": snap.collect_duration_ms,
@@ -227,11 +419,12 @@ async fn metrics_current(State(s): State<AppState>) -> Response {
         "write_latency_ms": snap.latency.write,
         "members": members,
     }))
-    .into_response()
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
 struct HistoryQuery {
+    cluster: Option<String>,
     /// Only points at or after this Unix time in milliseconds.
     since: Option<u64>,
 }
@@ -241,7 +434,7 @@ async fn metrics_history(
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let snap = s.latest();
+    let snap = s.select(q.cluster.as_deref())?;
     let since = q.since.unwrap_or(0);
     let points: Vec<_> = snap
         .history
@@ -249,13 +442,32 @@ async fn metrics_history(
         .filter(|p| p.at_unix_ms >= since)
         .collect();
     Ok(Json(json!({
+        "cluster": snap.cluster,
         "interval_ms": snap.interval_ms,
         "points": points,
     }))
     .into_response())
 }
 
-async fn from_relay(s: &AppState, path: &str, query: Option<&str>) -> Result<Response, ApiError> {
+async fn metrics_latency(State(s): State<AppState>, q: ClusterArg) -> Result<Response, ApiError> {
+    let snap = selected(&s, q)?;
+    Ok(Json(&*snap.latency).into_response())
+}
+
+/// The relay's URL as it may be shown: without credentials.
+fn shown(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+/// GETs `path` (with `query`) from the relay as JSON.
+async fn relay_json(
+    s: &AppState,
+    path: &str,
+    query: Option<&str>,
+) -> Result<serde_json::Value, ApiError> {
     let Some((base, http)) = &s.relay else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -266,35 +478,36 @@ async fn from_relay(s: &AppState, path: &str, query: Option<&str>) -> Result<Res
         .join(path)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     url.set_query(query);
-    let unreachable =
-        |e: String| ApiError::new(StatusCode::BAD_GATEWAY, format!("relay at {base}: {e}"));
+    let unreachable = |e: String| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("relay at {}: {e}", shown(base)),
+        )
+    };
     let resp = http
         .get(url)
         .send()
         .await
         .map_err(|e| unreachable(common::etcd::error_chain(&e.without_url())))?;
     let status = resp.status();
-    let body: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| unreachable(format!("not JSON: {}", common::etcd::error_chain(&e))))?;
+    let body: serde_json::Value = resp.json().await.map_err(|e| {
+        unreachable(format!(
+            "not JSON: {}",
+            common::etcd::error_chain(&e.without_url())
+        ))
+    })?;
     if !status.is_success() {
         return Err(unreachable(format!("status {status}: {body}")));
     }
-    Ok(Json(body).into_response())
+    Ok(body)
 }
 
 async fn alerts(State(s): State<AppState>) -> Result<Response, ApiError> {
-    from_relay(&s, "api/v1/alerts", None).await
+    Ok(Json(relay_json(&s, "api/v1/alerts", None).await?).into_response())
 }
 
 async fn alerts_history(State(s): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
-    from_relay(&s, "api/v1/alerts/history", uri.query()).await
-}
-
-async fn metrics_latency(State(s): State<AppState>) -> Response {
-    let snap = s.latest();
-    Json(&*snap.latency).into_response()
+    Ok(Json(relay_json(&s, "api/v1/alerts/history", uri.query()).await?).into_response())
 }
 
 #[cfg(test)]
@@ -305,10 +518,11 @@ mod tests {
     use tower::ServiceExt;
 
     fn app() -> Router {
-        let (_tx, rx) = watch::channel(Arc::new(Snapshot::empty(5000)));
+        let (_tx, rx) = watch::channel(Arc::new(Snapshot::empty(None, 5000)));
         router(
             AppState {
-                snapshots: rx,
+                clusters: vec![rx],
+                exposer: Arc::new(crate::metrics::Exposer::new(true)),
                 relay: None,
                 bench: None,
             },

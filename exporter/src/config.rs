@@ -17,6 +17,18 @@ pub struct Args {
     #[command(flatten)]
     pub etcd: EtcdArgs,
 
+    /// YAML file listing several clusters to watch (`clusters: [{name, endpoints, cacert,
+    /// cert, key, insecure_skip_tls_verify, user, password_file, dial_timeout,
+    /// command_timeout, agents}]`, each key as its flag). Every series then carries
+    /// `cluster`. Instead of the etcd connection flags and --agent.
+    #[arg(long, env = "ETCD_MONITOR_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Name of the one cluster the flags describe: every series then carries
+    /// `cluster="NAME"` (as with --config). Without it there is no `cluster` label.
+    #[arg(long, env = "ETCD_MONITOR_CLUSTER_NAME", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+
     /// Address to serve /metrics and the REST API on.
     #[arg(
         long,
@@ -105,17 +117,14 @@ common::server_security_args!(ServerArgs, "ETCD_MONITOR_");
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub etcd: EtcdConfig,
+    /// At least one; names unique (all `None` only when there is one).
+    pub clusters: Vec<ClusterConfig>,
     pub listen: SocketAddr,
     pub interval: Duration,
-    /// Deadline for all the work on one member in a cycle: the command timeout, but at
-    /// most 80% of the interval so that a frozen member cannot stretch the cycle.
-    pub member_timeout: Duration,
     pub probe_prefix: String,
     pub native_metrics: bool,
     pub history_retention: Duration,
     pub cors_origins: Vec<axum::http::HeaderValue>,
-    pub agents: Vec<crate::agents::AgentTarget>,
     pub relay_url: Option<url::Url>,
     pub benchmark_token: Option<common::secret::Secret>,
     /// TLS and bearer tokens of our own HTTP server.
@@ -123,6 +132,149 @@ pub struct Config {
     /// How to reach the agents and the relay: their CA and token.
     pub components: Components,
     pub log_format: LogFormat,
+}
+
+/// One watched cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The `cluster` label; `None` for the one cluster of flags without --cluster-name.
+    pub name: Option<String>,
+    pub etcd: EtcdConfig,
+    pub agents: Vec<crate::agents::AgentTarget>,
+    /// Deadline for all the work on one member in a cycle: the command timeout, but at
+    /// most 80% of the interval so that a frozen member cannot stretch the cycle.
+    pub member_timeout: Duration,
+}
+
+/// One entry of `clusters:` in the --config file; each key as its flag.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterEntry {
+    name: String,
+    endpoints: Endpoints,
+    cacert: Option<std::path::PathBuf>,
+    cert: Option<std::path::PathBuf>,
+    key: Option<std::path::PathBuf>,
+    #[serde(default)]
+    insecure_skip_tls_verify: bool,
+    user: Option<String>,
+    password_file: Option<std::path::PathBuf>,
+    dial_timeout: Option<String>,
+    command_timeout: Option<String>,
+    #[serde(default)]
+    agents: Vec<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum Endpoints {
+    List(Vec<String>),
+    Comma(String),
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    clusters: Vec<ClusterEntry>,
+}
+
+/// A cluster name as a label value and in `?cluster=`: letters, digits, `-`, `_`, `.`.
+fn valid_cluster_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn parse_agents(raw: &[String]) -> Result<Vec<crate::agents::AgentTarget>, String> {
+    let mut agents: Vec<crate::agents::AgentTarget> = Vec::new();
+    for raw in raw.iter().filter(|a| !a.trim().is_empty()) {
+        let t = crate::agents::parse_target(raw)?;
+        if agents.iter().any(|a| a.url == t.url) {
+            return Err(format!("{} given twice", t.url));
+        }
+        agents.push(t);
+    }
+    Ok(agents)
+}
+
+impl ClusterConfig {
+    fn new(
+        name: Option<String>,
+        etcd: EtcdConfig,
+        agents: Vec<crate::agents::AgentTarget>,
+        interval: Duration,
+    ) -> Self {
+        let member_timeout = etcd.command_timeout.min(interval.mul_f64(0.8));
+        ClusterConfig {
+            name,
+            etcd,
+            agents,
+            member_timeout,
+        }
+    }
+}
+
+/// Reads the --config file into clusters; every error names the file, the cluster and
+/// the key. Relative paths are relative to the file's directory.
+fn load_clusters(
+    path: &std::path::Path,
+    interval: Duration,
+) -> Result<Vec<ClusterConfig>, ConfigError> {
+    let at = |message: String| invalid("--config", format!("{}: {message}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| at(format!("cannot read it: {e}")))?;
+    let file: ConfigFile = serde_yaml_ng::from_str(&text).map_err(|e| at(e.to_string()))?;
+    if file.clusters.is_empty() {
+        return Err(at("clusters: lists no cluster".into()));
+    }
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let resolve = |p: Option<std::path::PathBuf>| p.map(|p| dir.join(p));
+    let mut clusters: Vec<ClusterConfig> = Vec::new();
+    for (i, c) in file.clusters.into_iter().enumerate() {
+        let name = c.name.clone();
+        let here = |key: &str, message: String| at(format!("clusters[{i}] ({name}): {key}: {message}"));
+        if !valid_cluster_name(&name) {
+            return Err(here(
+                "name",
+                format!("{name:?} must be 1 to 63 letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        if clusters.iter().any(|k| k.name.as_deref() == Some(&name)) {
+            return Err(here("name", "given twice".into()));
+        }
+        let duration = |key: &str, v: Option<String>, default: Duration| match v {
+            None => Ok(default),
+            Some(v) => common::parse_duration(&v).map_err(|e| here(key, e)),
+        };
+        let args = EtcdArgs {
+            endpoints: match c.endpoints {
+                Endpoints::List(l) => l.join(","),
+                Endpoints::Comma(s) => s,
+            },
+            cacert: resolve(c.cacert),
+            cert: resolve(c.cert),
+            key: resolve(c.key),
+            insecure_skip_tls_verify: c.insecure_skip_tls_verify,
+            user: c.user,
+            password_file: resolve(c.password_file),
+            dial_timeout: duration("dial_timeout", c.dial_timeout, Duration::from_secs(2))?,
+            command_timeout: duration(
+                "command_timeout",
+                c.command_timeout,
+                Duration::from_secs(5),
+            )?,
+        };
+        let etcd = EtcdConfig::from_args(&args).map_err(|e| {
+            here(
+                e.flag().trim_start_matches("--").replace('-', "_").as_str(),
+                e.message(),
+            )
+        })?;
+        let agents = parse_agents(&c.agents).map_err(|m| here("agents", m))?;
+        clusters.push(ClusterConfig::new(Some(name), etcd, agents, interval));
+    }
+    Ok(clusters)
 }
 
 /// How the exporter reaches etcd-monitor's own agents and relay over HTTP(S).
@@ -139,6 +291,7 @@ impl Components {
             .use_rustls_tls()
             .connect_timeout(timeout)
             .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .no_proxy();
         if let Some(ca) = &self.ca_pem {
             b = b.tls_built_in_root_certs(false);
@@ -169,7 +322,6 @@ fn invalid(flag: &'static str, message: impl Into<String>) -> ConfigError {
 
 impl Config {
     pub fn from_args(args: Args) -> Result<Self, ConfigError> {
-        let etcd = EtcdConfig::from_args(&args.etcd)?;
         let listen: SocketAddr = args.listen.parse().map_err(|e| {
             invalid(
                 "--listen",
@@ -206,14 +358,45 @@ impl Config {
                 .map_err(|e| invalid("--cors-origin", format!("invalid origin {o:?}: {e}")))?;
             cors_origins.push(value);
         }
-        let mut agents: Vec<crate::agents::AgentTarget> = Vec::new();
-        for raw in args.agents.iter().filter(|a| !a.trim().is_empty()) {
-            let t = crate::agents::parse_target(raw).map_err(|m| invalid("--agent", m))?;
-            if agents.iter().any(|a| a.url == t.url) {
-                return Err(invalid("--agent", format!("{} given twice", t.url)));
+        let clusters = match &args.config {
+            Some(path) => {
+                let e = &args.etcd;
+                let flags_too = e.endpoints != "http://127.0.0.1:2379"
+                    || e.cacert.is_some()
+                    || e.cert.is_some()
+                    || e.user.is_some()
+                    || e.insecure_skip_tls_verify
+                    || !args.agents.is_empty()
+                    || args.cluster_name.is_some();
+                if flags_too {
+                    return Err(invalid(
+                        "--config",
+                        "the clusters, their connections and agents come from the file: \
+                         drop --endpoints, --cacert, --cert, --key, --user, \
+                         --insecure-skip-tls-verify, --agent and --cluster-name",
+                    ));
+                }
+                load_clusters(path, args.interval)?
             }
-            agents.push(t);
-        }
+            None => {
+                if let Some(name) = args.cluster_name.as_deref() {
+                    if !valid_cluster_name(name) {
+                        return Err(invalid(
+                            "--cluster-name",
+                            format!("{name:?} must be 1 to 63 letters, digits, '-', '_' or '.'"),
+                        ));
+                    }
+                }
+                let etcd = EtcdConfig::from_args(&args.etcd)?;
+                let agents = parse_agents(&args.agents).map_err(|m| invalid("--agent", m))?;
+                vec![ClusterConfig::new(
+                    args.cluster_name.clone(),
+                    etcd,
+                    agents,
+                    args.interval,
+                )]
+            }
+        };
         let relay_url = match args.relay_url.as_deref().filter(|u| !u.is_empty()) {
             None => None,
             Some(raw) => {
@@ -255,17 +438,14 @@ impl Config {
                 Some(p) => Some(common::etcd::read_token_file("--monitor-token-file", p, 1)?),
             },
         };
-        let member_timeout = etcd.command_timeout.min(args.interval.mul_f64(0.8));
         Ok(Config {
-            etcd,
+            clusters,
             listen,
             interval: args.interval,
-            member_timeout,
             probe_prefix: args.probe_prefix,
             native_metrics: args.native_metrics,
             history_retention: args.history_retention,
             cors_origins,
-            agents,
             relay_url,
             benchmark_token,
             http_security,

@@ -35,7 +35,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let cfg = Arc::new(config);
     let tasks = TaskTracker::new();
-    let snapshots = collector::spawn(cfg.clone(), shutdown.clone(), &tasks)
+    let clusters = collector::spawn(cfg.clone(), shutdown.clone(), &tasks)
         .map_err(|e| anyhow::anyhow!("cannot build the HTTP client for members: {e}"))?;
     let relay = match &cfg.relay_url {
         None => None,
@@ -46,26 +46,36 @@ pub async fn run(
                 .map_err(|e| anyhow::anyhow!("cannot build the HTTP client for the relay: {e}"))?,
         )),
     };
+    let first = &cfg.clusters[0];
     let bench = cfg
         .benchmark_token
         .as_ref()
         .map(|token| benchmark::BenchState {
             token: token.clone(),
-            etcd: cfg.etcd.clone(),
+            etcd: first.etcd.clone(),
             prefix: format!("{}bench/", cfg.probe_prefix),
             running: Arc::new(tokio::sync::Mutex::new(())),
         });
     let app = api::router(
         api::AppState {
-            snapshots,
+            clusters,
+            exposer: Arc::new(metrics::Exposer::new(cfg.native_metrics)),
             relay,
             bench,
         },
         &cfg.cors_origins,
     );
+    for c in &cfg.clusters {
+        tracing::info!(
+            cluster = c.name.as_deref().unwrap_or(""),
+            endpoints = %c.etcd.endpoints.iter().map(common::etcd::endpoint_str).collect::<Vec<_>>().join(","),
+            agents = c.agents.len(),
+            "watching"
+        );
+    }
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        endpoints = %cfg.etcd.endpoints.iter().map(common::etcd::endpoint_str).collect::<Vec<_>>().join(","),
+        clusters = cfg.clusters.len(),
         interval = ?cfg.interval,
         "etcd-monitor started"
     );

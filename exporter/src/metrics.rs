@@ -1,80 +1,26 @@
-//! The exporter's own metric families (names are the public contract, see design.md) and
-//! the rendering of one cycle into the text served on `/metrics`.
+//! `/metrics`: the exporter's own families (names are the public contract, see
+//! design.md) encoded at scrape time from the clusters' latest snapshots, followed by the
+//! members' own families with `cluster` (when named) and `member` labels.
 //!
-//! The registry is owned by the collector task alone: it is updated and encoded once per
-//! cycle, and the encoded text (our families followed by the members' own families with a
-//! `member` label) is published in the snapshot, so a scrape never touches the registry.
+//! Nothing is copied into gauges and cleared: a series exists while a snapshot says so,
+//! so departed members and clusters disappear by themselves. The text is a pure function
+//! of the snapshots, so [`Exposer`] keeps the last one (and its gzip) until a cluster
+//! publishes a new snapshot; concurrent scrapers share it.
 
-use std::collections::HashSet;
-use std::sync::atomic::AtomicU64;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use bytes::Bytes;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::model::Alarm;
+use crate::snapshot::{ProbeHistogram, Snapshot};
 use crate::textformat::{self, Exposition};
-
-/// The `source` values of `etcd_monitor_collect_errors_total`.
-pub const ERROR_SOURCES: &[&str] = &[
-    "connect",
-    "status",
-    "member_list",
-    "alarms",
-    "probe_read",
-    "probe_write",
-    "member_metrics",
-    "member_metrics_conflict",
-    "member_health",
-    "agent",
-];
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MemberLabel {
-    pub member: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AlarmLabels {
-    pub member: String,
-    pub alarm: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct InfoLabels {
-    pub member: String,
-    pub id: String,
-    pub version: String,
-    pub client_url: String,
-    pub peer_url: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReadProbeLabels {
-    pub member: String,
-    pub consistency: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SourceLabel {
-    pub source: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AgentLabel {
-    pub agent: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VersionLabel {
-    pub version: String,
-}
-
-pub type FGauge = Gauge<f64, AtomicU64>;
-pub type MemberGauge = Family<MemberLabel, Gauge>;
-pub type MemberFGauge = Family<MemberLabel, FGauge>;
 
 /// Probe histogram buckets in seconds: finer steps below 1 ms, then etcd's 1 ms doubling
 /// up to about 8 s.
@@ -84,204 +30,59 @@ pub fn probe_buckets() -> Vec<f64> {
     b
 }
 
-fn probe_histogram() -> Histogram {
-    Histogram::new(probe_buckets())
-}
+/// Our families as exposed (counters with `_total`): members' families of these names
+/// are never passed through.
+const OWN_FAMILIES: &[&str] = &[
+    "etcd_cluster_healthy",
+    "etcd_cluster_has_leader",
+    "etcd_cluster_member_count",
+    "etcd_cluster_voting_members",
+    "etcd_cluster_quorum_size",
+    "etcd_cluster_healthy_members",
+    "etcd_cluster_leader_changes_total",
+    "etcd_cluster_split_brain",
+    "etcd_cluster_partitioned_members",
+    "etcd_cluster_revision_divergence",
+    "etcd_cluster_raft_index_divergence",
+    "etcd_request_rate_per_second",
+    "etcd_member_up",
+    "etcd_member_is_leader",
+    "etcd_member_is_learner",
+    "etcd_member_has_leader",
+    "etcd_member_partitioned",
+    "etcd_member_raft_term",
+    "etcd_member_raft_index",
+    "etcd_member_raft_applied_index",
+    "etcd_member_revision",
+    "etcd_member_alarm",
+    "etcd_member_info",
+    "etcd_mvcc_db_total_size_bytes",
+    "etcd_mvcc_db_total_size_in_use_bytes",
+    "etcd_server_watchers",
+    "etcd_disk_wal_fsync_duration_p95_milliseconds",
+    "etcd_disk_backend_commit_duration_p95_milliseconds",
+    "etcd_server_memory_usage_bytes",
+    "etcd_server_disk_usage_bytes",
+    "etcd_server_active_connections",
+    "etcd_member_agent_up",
+    "etcd_probe_read_duration_seconds",
+    "etcd_probe_write_duration_seconds",
+    "etcd_request_read_latency_p50_milliseconds",
+    "etcd_request_read_latency_p95_milliseconds",
+    "etcd_request_read_latency_p99_milliseconds",
+    "etcd_request_write_latency_p50_milliseconds",
+    "etcd_request_write_latency_p95_milliseconds",
+    "etcd_request_write_latency_p99_milliseconds",
+    "etcd_monitor_up",
+    "etcd_monitor_collect_duration_seconds",
+    "etcd_monitor_collect_errors_total",
+    "etcd_monitor_agent_up",
+    "etcd_monitor_build_info",
+];
 
-/// Every metric handle the collector sets.
-pub struct Metrics {
-    registry: Registry,
-    /// The names of our families as exposed (all registered up front), which members'
-    /// families must not repeat.
-    own_names: HashSet<String>,
-    pub cluster_healthy: Gauge,
-    pub cluster_has_leader: Gauge,
-    pub cluster_member_count: Gauge,
-    pub cluster_voting_members: Gauge,
-    pub cluster_quorum_size: Gauge,
-    pub cluster_healthy_members: Gauge,
-    pub cluster_leader_changes: Counter,
-    pub cluster_split_brain: Gauge,
-    pub cluster_partitioned_members: Gauge,
-    pub cluster_revision_divergence: Gauge,
-    pub cluster_raft_index_divergence: Gauge,
-    pub request_rate: FGauge,
-    pub member_up: MemberGauge,
-    pub member_is_leader: MemberGauge,
-    pub member_is_learner: MemberGauge,
-    pub member_has_leader: MemberGauge,
-    pub member_partitioned: MemberGauge,
-    pub member_raft_term: MemberGauge,
-    pub member_raft_index: MemberGauge,
-    pub member_raft_applied_index: MemberGauge,
-    pub member_revision: MemberGauge,
-    pub member_alarm: Family<AlarmLabels, Gauge>,
-    pub member_info: Family<InfoLabels, Gauge>,
-    pub db_total_size: MemberGauge,
-    pub db_total_size_in_use: MemberGauge,
-    pub watchers: MemberGauge,
-    pub wal_fsync_p95_ms: MemberFGauge,
-    pub memory_usage: MemberGauge,
-    pub disk_usage: MemberGauge,
-    pub active_connections: MemberGauge,
-    pub agent_up: MemberGauge,
-    pub backend_commit_p95_ms: MemberFGauge,
-    pub probe_read: Family<ReadProbeLabels, Histogram, fn() -> Histogram>,
-    pub probe_write: Histogram,
-    pub read_p50: FGauge,
-    pub read_p95: FGauge,
-    pub read_p99: FGauge,
-    pub write_p50: FGauge,
-    pub write_p95: FGauge,
-    pub write_p99: FGauge,
-    pub monitor_up: Gauge,
-    pub collect_duration: FGauge,
-    pub collect_errors: Family<SourceLabel, Counter>,
-    pub agent_scrape_up: Family<AgentLabel, Gauge>,
-    build_info: Family<VersionLabel, Gauge>,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metrics {
-    pub fn new() -> Self {
-        let mut r = Registry::default();
-        // The names as exposed: the text encoder adds `_total` to counters.
-        let mut own_names = HashSet::new();
-        macro_rules! reg {
-            ($name:literal, $help:literal, $metric:expr) => {{
-                let m = $metric;
-                let counter = matches!(
-                    prometheus_client::encoding::EncodeMetric::metric_type(&m),
-                    prometheus_client::metrics::MetricType::Counter
-                );
-                own_names.insert(if counter {
-                    format!("{}_total", $name)
-                } else {
-                    $name.to_owned()
-                });
-                r.register($name, $help, m.clone());
-                m
-            }};
-        }
-        let m = Metrics {
-            cluster_healthy: reg!("etcd_cluster_healthy", "1 when the cluster has a leader, a quorum of healthy members, no split brain and no alarm", Gauge::default()),
-            cluster_has_leader: reg!("etcd_cluster_has_leader", "1 when the members report a leader", Gauge::default()),
-            cluster_member_count: reg!("etcd_cluster_member_count", "Members in the member list, learners included", Gauge::default()),
-            cluster_voting_members: reg!("etcd_cluster_voting_members", "Members in the member list that vote (learners excluded)", Gauge::default()),
-            cluster_quorum_size: reg!("etcd_cluster_quorum_size", "Voting members needed for quorum", Gauge::default()),
-            cluster_healthy_members: reg!("etcd_cluster_healthy_members", "Voting members that answer and are connected to the leader", Gauge::default()),
-            cluster_leader_changes: reg!("etcd_cluster_leader_changes", "Leader changes seen by the exporter", Counter::default()),
-            cluster_split_brain: reg!("etcd_cluster_split_brain", "1 when members disagree about the leader in a way raft does not allow, or report different cluster IDs", Gauge::default()),
-            cluster_partitioned_members: reg!("etcd_cluster_partitioned_members", "Members that answer but are cut off from the leader", Gauge::default()),
-            cluster_revision_divergence: reg!("etcd_cluster_revision_divergence", "Highest minus lowest revision across reachable members", Gauge::default()),
-            cluster_raft_index_divergence: reg!("etcd_cluster_raft_index_divergence", "Highest minus lowest raft index across reachable members", Gauge::default()),
-            request_rate: reg!("etcd_request_rate_per_second", "Client unary gRPC requests per second, all members", FGauge::default()),
-            member_up: reg!("etcd_member_up", "1 when the member answered Status in the last cycle", MemberGauge::default()),
-            member_is_leader: reg!("etcd_member_is_leader", "1 when the member is the leader", MemberGauge::default()),
-            member_is_learner: reg!("etcd_member_is_learner", "1 when the member is a learner", MemberGauge::default()),
-            member_has_leader: reg!("etcd_member_has_leader", "1 when the member knows a leader", MemberGauge::default()),
-            member_partitioned: reg!("etcd_member_partitioned", "1 when the member answers but has been cut off from the cluster's leader for two cycles", MemberGauge::default()),
-            member_raft_term: reg!("etcd_member_raft_term", "Raft term of the member", MemberGauge::default()),
-            member_raft_index: reg!("etcd_member_raft_index", "Raft index of the member", MemberGauge::default()),
-            member_raft_applied_index: reg!("etcd_member_raft_applied_index", "Raft applied index of the member", MemberGauge::default()),
-            member_revision: reg!("etcd_member_revision", "MVCC revision of the member", MemberGauge::default()),
-            member_alarm: reg!("etcd_member_alarm", "1 when the alarm is raised on the member", Family::<AlarmLabels, Gauge>::default()),
-            member_info: reg!("etcd_member_info", "Member metadata, always 1", Family::<InfoLabels, Gauge>::default()),
-            db_total_size: reg!("etcd_mvcc_db_total_size_bytes", "Backend database size of the member, in bytes", MemberGauge::default()),
-            db_total_size_in_use: reg!("etcd_mvcc_db_total_size_in_use_bytes", "Backend database bytes in use (the rest is reclaimable by defragmentation)", MemberGauge::default()),
-            watchers: reg!("etcd_server_watchers", "Watchers on the member", MemberGauge::default()),
-            wal_fsync_p95_ms: reg!("etcd_disk_wal_fsync_duration_p95_milliseconds", "95th percentile of WAL fsync since the previous cycle (or since start when idle), in milliseconds", MemberFGauge::default()),
-            memory_usage: reg!("etcd_server_memory_usage_bytes", "Resident memory of the etcd process, from the member's agent", MemberGauge::default()),
-            disk_usage: reg!("etcd_server_disk_usage_bytes", "Bytes used by the member's data dir, from its agent", MemberGauge::default()),
-            active_connections: reg!("etcd_server_active_connections", "Established client connections to the member, from its agent", MemberGauge::default()),
-            agent_up: reg!("etcd_member_agent_up", "1 when the member's agent answered with a valid snapshot in the last cycle", MemberGauge::default()),
-            backend_commit_p95_ms: reg!("etcd_disk_backend_commit_duration_p95_milliseconds", "95th percentile of backend commit since the previous cycle (or since start when idle), in milliseconds", MemberFGauge::default()),
-            probe_read: reg!("etcd_probe_read_duration_seconds", "Duration of the exporter's read probes", Family::<ReadProbeLabels, Histogram, fn() -> Histogram>::new_with_constructor(probe_histogram)),
-            probe_write: reg!("etcd_probe_write_duration_seconds", "Duration of the exporter's write probes", probe_histogram()),
-            read_p50: reg!("etcd_request_read_latency_p50_milliseconds", "Median read probe latency over the last 1000 probes", FGauge::default()),
-            read_p95: reg!("etcd_request_read_latency_p95_milliseconds", "95th percentile read probe latency over the last 1000 probes", FGauge::default()),
-            read_p99: reg!("etcd_request_read_latency_p99_milliseconds", "99th percentile read probe latency over the last 1000 probes", FGauge::default()),
-            write_p50: reg!("etcd_request_write_latency_p50_milliseconds", "Median write probe latency over the last 1000 probes", FGauge::default()),
-            write_p95: reg!("etcd_request_write_latency_p95_milliseconds", "95th percentile write probe latency over the last 1000 probes", FGauge::default()),
-            write_p99: reg!("etcd_request_write_latency_p99_milliseconds", "99th percentile write probe latency over the last 1000 probes", FGauge::default()),
-            monitor_up: reg!("etcd_monitor_up", "1 while the exporter runs", Gauge::default()),
-            collect_duration: reg!("etcd_monitor_collect_duration_seconds", "Duration of the last collection cycle", FGauge::default()),
-            collect_errors: reg!("etcd_monitor_collect_errors", "Collection errors by source", Family::<SourceLabel, Counter>::default()),
-            agent_scrape_up: reg!("etcd_monitor_agent_up", "1 when the agent at this URL answered with a valid, fresh snapshot of a known member", Family::<AgentLabel, Gauge>::default()),
-            build_info: reg!("etcd_monitor_build_info", "Exporter version, always 1", Family::<VersionLabel, Gauge>::default()),
-            registry: r,
-            own_names,
-        };
-        m.monitor_up.set(1);
-        // Every error source from the start, at 0: a rate over a series that appears only
-        // with the first error would miss that error.
-        for source in ERROR_SOURCES {
-            let _ = m.collect_errors.get_or_create(&SourceLabel {
-                source: (*source).to_owned(),
-            });
-        }
-        m.build_info
-            .get_or_create(&VersionLabel {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-            })
-            .set(1);
-        m
-    }
-
-    /// Clears the per-member gauge families so that members that left disappear.
-    pub fn clear_member_gauges(&self) {
-        for f in [
-            &self.member_up,
-            &self.member_is_leader,
-            &self.member_is_learner,
-            &self.member_has_leader,
-            &self.member_partitioned,
-            &self.member_raft_term,
-            &self.member_raft_index,
-            &self.member_raft_applied_index,
-            &self.member_revision,
-            &self.db_total_size,
-            &self.db_total_size_in_use,
-            &self.watchers,
-            &self.memory_usage,
-            &self.disk_usage,
-            &self.active_connections,
-            &self.agent_up,
-        ] {
-            f.clear();
-        }
-        self.wal_fsync_p95_ms.clear();
-        self.backend_commit_p95_ms.clear();
-        self.member_alarm.clear();
-        self.member_info.clear();
-    }
-
-    pub fn count_error(&self, source: &'static str) {
-        debug_assert!(ERROR_SOURCES.contains(&source), "unlisted source {source}");
-        self.collect_errors
-            .get_or_create(&SourceLabel {
-                source: source.to_owned(),
-            })
-            .inc();
-    }
-
-    /// Encodes our families, then the members' own families with a `member` label. With
-    /// `passthrough_all` off only the contract's pass-through families are kept. Returns
-    /// the text and the number of member families dropped for a type conflict.
-    pub fn render(&self, native: &[(&str, &Exposition)], passthrough_all: bool) -> (String, usize) {
-        let mut out = String::with_capacity(64 * 1024);
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
-        let conflicts = textformat::merge(&mut out, native, &self.own_names, |name| {
-            passthrough_all || is_contract_passthrough(name)
-        });
-        (out, conflicts)
-    }
+/// Whether `name` (as exposed) is one of our families.
+pub fn is_own_family(name: &str) -> bool {
+    OWN_FAMILIES.contains(&name)
 }
 
 /// Families of etcd's own that the contract names and that are passed through even with
@@ -299,9 +100,405 @@ pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
+type Labels = Vec<(&'static str, String)>;
+
+/// A sample value: integers are written as integers.
+#[derive(Clone, Copy)]
+enum Value {
+    Int(i64),
+    Float(f64),
+}
+
+fn flag(b: bool) -> Value {
+    Value::Int(i64::from(b))
+}
+
+fn int<T: TryInto<i64>>(v: T) -> Value {
+    Value::Int(v.try_into().unwrap_or(i64::MAX))
+}
+
+/// NaN, not absent, when unknown: a rule must not read "no traffic" into "no data".
+fn float_or_nan(v: Option<f64>) -> Value {
+    Value::Float(v.unwrap_or(f64::NAN))
+}
+
+/// Writes families, each once, with every cluster's series under it.
+struct Families<'a, 'b> {
+    e: &'a mut DescriptorEncoder<'b>,
+    snaps: &'a [Arc<Snapshot>],
+}
+
+impl Families<'_, '_> {
+    fn family(
+        &mut self,
+        kind: MetricType,
+        name: &str,
+        help: &str,
+        series: &[(Labels, Value)],
+    ) -> std::fmt::Result {
+        if series.is_empty() {
+            return Ok(());
+        }
+        let mut m = self.e.encode_descriptor(name, help, None, kind)?;
+        for (labels, v) in series {
+            let m = m.encode_family(labels)?;
+            match (kind, *v) {
+                (MetricType::Counter, Value::Int(v)) => {
+                    ConstCounter::new(u64::try_from(v).unwrap_or(0)).encode(m)?
+                }
+                (MetricType::Counter, Value::Float(v)) => ConstCounter::new(v).encode(m)?,
+                (_, Value::Int(v)) => ConstGauge::new(v).encode(m)?,
+                (_, Value::Float(v)) => ConstGauge::new(v).encode(m)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A gauge with one series per (collected) cluster.
+    fn cluster(
+        &mut self,
+        name: &str,
+        help: &str,
+        value: impl Fn(&Snapshot) -> Value,
+    ) -> std::fmt::Result {
+        let series: Vec<(Labels, Value)> = collected(self.snaps)
+            .map(|s| (cluster_labels(s), value(s)))
+            .collect();
+        self.family(MetricType::Gauge, name, help, &series)
+    }
+
+    /// A gauge with one series per member that `value` knows.
+    fn member(
+        &mut self,
+        name: &str,
+        help: &str,
+        value: impl Fn(&Snapshot, &crate::model::MemberState) -> Option<Value>,
+    ) -> std::fmt::Result {
+        let series: Vec<(Labels, Value)> = collected(self.snaps)
+            .flat_map(|s| {
+                let value = &value;
+                s.model.members.iter().filter_map(move |m| {
+                    value(s, m).map(|v| (member_labels(s, &m.info.name), v))
+                })
+            })
+            .collect();
+        self.family(MetricType::Gauge, name, help, &series)
+    }
+
+    fn histograms(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: &[(Labels, &ProbeHistogram)],
+    ) -> std::fmt::Result {
+        if series.is_empty() {
+            return Ok(());
+        }
+        let bounds = probe_buckets();
+        let mut m = self
+            .e
+            .encode_descriptor(name, help, None, MetricType::Histogram)?;
+        for (labels, h) in series {
+            let buckets: Vec<(f64, u64)> = bounds
+                .iter()
+                .copied()
+                .chain([f64::INFINITY])
+                .zip(h.counts.iter().copied())
+                .collect();
+            m.encode_family(labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    h.sum, h.count, &buckets, None,
+                )?;
+        }
+        Ok(())
+    }
+
+}
+
+/// The snapshots of clusters that have finished a cycle.
+fn collected(snaps: &[Arc<Snapshot>]) -> impl Iterator<Item = &Snapshot> {
+    snaps.iter().filter(|s| s.cycle > 0).map(|s| &**s)
+}
+
+fn cluster_labels(s: &Snapshot) -> Labels {
+    s.cluster
+        .iter()
+        .map(|c| ("cluster", c.clone()))
+        .collect()
+}
+
+fn member_labels(s: &Snapshot, member: &str) -> Labels {
+    let mut l = cluster_labels(s);
+    l.push(("member", member.to_owned()));
+    l
+}
+
+/// Encodes the snapshots' families; registered per render.
+#[derive(Debug)]
+struct SnapshotCollector {
+    snaps: Vec<Arc<Snapshot>>,
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut f = Families {
+            e: &mut encoder,
+            snaps: &self.snaps,
+        };
+        encode_cluster_families(&mut f)?;
+        encode_member_families(&mut f)?;
+        encode_probe_families(&mut f)?;
+        encode_self_families(&mut f)
+    }
+}
+
+fn encode_cluster_families(f: &mut Families<'_, '_>) -> std::fmt::Result {
+    f.cluster("etcd_cluster_healthy", "1 when the cluster has a leader, a quorum of healthy members, no split brain and no alarm", |s| flag(s.model.healthy))?;
+    f.cluster("etcd_cluster_has_leader", "1 when the members report a leader", |s| flag(s.model.has_leader))?;
+    f.cluster("etcd_cluster_member_count", "Members in the member list, learners included", |s| int(s.model.member_count))?;
+    f.cluster("etcd_cluster_voting_members", "Members in the member list that vote (learners excluded)", |s| int(s.model.voting_members))?;
+    f.cluster("etcd_cluster_quorum_size", "Voting members needed for quorum", |s| int(s.model.quorum_size))?;
+    f.cluster("etcd_cluster_healthy_members", "Voting members that answer and are connected to the leader", |s| int(s.model.healthy_members))?;
+    let changes: Vec<(Labels, Value)> = collected(f.snaps)
+        .map(|s| (cluster_labels(s), int(s.leader_changes_total)))
+        .collect();
+    f.family(MetricType::Counter, "etcd_cluster_leader_changes", "Leader changes seen by the exporter", &changes)?;
+    f.cluster("etcd_cluster_split_brain", "1 when members disagree about the leader in a way raft does not allow, or report different cluster IDs", |s| flag(s.model.split_brain))?;
+    f.cluster("etcd_cluster_partitioned_members", "Members that answer but are cut off from the leader", |s| int(s.model.partitioned_members.len()))?;
+    f.cluster("etcd_cluster_revision_divergence", "Highest minus lowest revision across reachable members", |s| int(s.model.revision_divergence))?;
+    f.cluster("etcd_cluster_raft_index_divergence", "Highest minus lowest raft index across reachable members", |s| int(s.model.raft_index_divergence))?;
+    f.cluster("etcd_request_rate_per_second", "Client unary gRPC requests per second, all members", |s| float_or_nan(s.request_rate_per_second))
+}
+
+fn encode_member_families(f: &mut Families<'_, '_>) -> std::fmt::Result {
+    let some = |v: Value| Some(v);
+    f.member("etcd_member_up", "1 when the member answered Status in the last cycle", |_, m| some(flag(m.up)))?;
+    f.member("etcd_member_is_leader", "1 when the member is the leader", |_, m| some(flag(m.is_leader)))?;
+    f.member("etcd_member_is_learner", "1 when the member is a learner", |_, m| some(flag(m.info.is_learner)))?;
+    f.member("etcd_member_has_leader", "1 when the member knows a leader", |_, m| some(flag(m.has_leader)))?;
+    f.member("etcd_member_partitioned", "1 when the member answers but has been cut off from the cluster's leader for two cycles", |_, m| some(flag(m.partitioned)))?;
+    f.member("etcd_member_raft_term", "Raft term of the member", |_, m| m.raft_term.map(int))?;
+    f.member("etcd_member_raft_index", "Raft index of the member", |_, m| m.raft_index.map(int))?;
+    f.member("etcd_member_raft_applied_index", "Raft applied index of the member", |_, m| m.raft_applied_index.map(int))?;
+    f.member("etcd_member_revision", "MVCC revision of the member", |_, m| m.revision.map(int))?;
+
+    // Unknown alarms (nobody could list them) are left out, not reported cleared.
+    let alarms: Vec<(Labels, Value)> = collected(f.snaps)
+        .filter(|s| s.model.alarms_known)
+        .flat_map(|s| {
+            s.model.members.iter().flat_map(move |m| {
+                Alarm::ALL.iter().map(move |a| {
+                    let mut l = member_labels(s, &m.info.name);
+                    l.push(("alarm", a.as_str().to_owned()));
+                    (l, flag(m.alarms.contains(a)))
+                })
+            })
+        })
+        .collect();
+    f.family(MetricType::Gauge, "etcd_member_alarm", "1 when the alarm is raised on the member", &alarms)?;
+    let info: Vec<(Labels, Value)> = collected(f.snaps)
+        .flat_map(|s| {
+            s.model.members.iter().map(move |m| {
+                let version = m
+                    .version
+                    .clone()
+                    .or_else(|| s.extras.get(&m.info.id).and_then(|x| x.last_version.clone()))
+                    .unwrap_or_default();
+                let mut l = member_labels(s, &m.info.name);
+                l.extend([
+                    ("id", format!("{:x}", m.info.id)),
+                    ("version", version),
+                    ("client_url", m.info.client_urls.first().cloned().unwrap_or_default()),
+                    ("peer_url", m.info.peer_urls.first().cloned().unwrap_or_default()),
+                ]);
+                (l, Value::Int(1))
+            })
+        })
+        .collect();
+    f.family(MetricType::Gauge, "etcd_member_info", "Member metadata, always 1", &info)?;
+    f.member("etcd_mvcc_db_total_size_bytes", "Backend database size of the member, in bytes", |_, m| m.db_size_bytes.map(int))?;
+    f.member("etcd_mvcc_db_total_size_in_use_bytes", "Backend database bytes in use (the rest is reclaimable by defragmentation)", |_, m| m.db_size_in_use_bytes.map(int))?;
+
+    let extra = |s: &Snapshot, m: &crate::model::MemberState| s.extras.get(&m.info.id).cloned();
+    f.member("etcd_server_watchers", "Watchers on the member", |s, m| extra(s, m).and_then(|x| x.watchers).map(int))?;
+    f.member("etcd_disk_wal_fsync_duration_p95_milliseconds", "95th percentile of WAL fsync since the previous cycle (or since start when idle), in milliseconds", |s, m| extra(s, m).and_then(|x| x.wal_fsync_p95_ms).map(Value::Float))?;
+    f.member("etcd_disk_backend_commit_duration_p95_milliseconds", "95th percentile of backend commit since the previous cycle (or since start when idle), in milliseconds", |s, m| extra(s, m).and_then(|x| x.backend_commit_p95_ms).map(Value::Float))?;
+
+    let agent = |s: &Snapshot, m: &crate::model::MemberState| s.agents.get(&m.info.name).cloned();
+    f.member("etcd_server_memory_usage_bytes", "Resident memory of the etcd process, from the member's agent", |s, m| agent(s, m).and_then(|a| a.memory_usage_bytes).map(int))?;
+    f.member("etcd_server_disk_usage_bytes", "Bytes used by the member's data dir, from its agent", |s, m| agent(s, m).and_then(|a| a.disk_usage_bytes).map(int))?;
+    f.member("etcd_server_active_connections", "Established client connections to the member, from its agent", |s, m| agent(s, m).and_then(|a| a.active_connections).map(int))?;
+    f.member("etcd_member_agent_up", "1 when the member's agent answered with a valid snapshot in the last cycle", |s, m| agent(s, m).map(|a| flag(a.up)))
+}
+
+fn encode_probe_families(f: &mut Families<'_, '_>) -> std::fmt::Result {
+    let reads: Vec<(Labels, &ProbeHistogram)> = collected(f.snaps)
+        .flat_map(|s| {
+            s.probes.read.iter().map(move |((member, consistency), h)| {
+                let mut l = member_labels(s, member);
+                l.push(("consistency", consistency.as_str().to_owned()));
+                (l, h)
+            })
+        })
+        .collect();
+    f.histograms("etcd_probe_read_duration_seconds", "Duration of the exporter's read probes", &reads)?;
+    let writes: Vec<(Labels, &ProbeHistogram)> = collected(f.snaps)
+        .map(|s| (cluster_labels(s), &s.probes.write))
+        .collect();
+    f.histograms("etcd_probe_write_duration_seconds", "Duration of the exporter's write probes", &writes)?;
+    for (kind, label) in [("read", "Median"), ("read", "95th percentile"), ("read", "99th percentile"), ("write", "Median"), ("write", "95th percentile"), ("write", "99th percentile")] {
+        let q = match label {
+            "Median" => "p50",
+            "95th percentile" => "p95",
+            _ => "p99",
+        };
+        let name = format!("etcd_request_{kind}_latency_{q}_milliseconds");
+        let help = format!("{label} {kind} probe latency over the last 1000 probes");
+        f.cluster(&name, &help, |s| {
+            let p = if kind == "read" { &s.latency.read } else { &s.latency.write };
+            float_or_nan(match q {
+                "p50" => p.p50,
+                "p95" => p.p95,
+                _ => p.p99,
+            })
+        })?;
+    }
+    Ok(())
+}
+
+fn encode_self_families(f: &mut Families<'_, '_>) -> std::fmt::Result {
+    f.family(MetricType::Gauge, "etcd_monitor_up", "1 while the exporter runs", &[(Vec::new(), Value::Int(1))])?;
+    f.cluster("etcd_monitor_collect_duration_seconds", "Duration of the last collection cycle", |s| Value::Float(s.collect_duration_ms / 1e3))?;
+    // Every source from the start, at 0: a rate over a series that appears only with the
+    // first error would miss that error.
+    let errors: Vec<(Labels, Value)> = f
+        .snaps
+        .iter()
+        .flat_map(|s| {
+            s.collect_errors.iter().map(move |(source, n)| {
+                let mut l = cluster_labels(s);
+                l.push(("source", source.as_str().to_owned()));
+                (l, int(n))
+            })
+        })
+        .collect();
+    f.family(MetricType::Counter, "etcd_monitor_collect_errors", "Collection errors by source", &errors)?;
+    let agents: Vec<(Labels, Value)> = collected(f.snaps)
+        .flat_map(|s| {
+            s.agents_up.iter().map(move |(url, up)| {
+                let mut l = cluster_labels(s);
+                l.push(("agent", url.clone()));
+                (l, flag(*up))
+            })
+        })
+        .collect();
+    f.family(MetricType::Gauge, "etcd_monitor_agent_up", "1 when the agent at this URL answered with a valid, fresh snapshot of a known member", &agents)?;
+    f.family(
+        MetricType::Gauge,
+        "etcd_monitor_build_info",
+        "Exporter version, always 1",
+        &[(vec![("version", env!("CARGO_PKG_VERSION").to_owned())], Value::Int(1))],
+    )
+}
+
+/// Renders `/metrics` for `snaps`: our families, then the members' own families (all of
+/// them with `passthrough_all`, else only the contract's pass-through families).
+pub fn render(snaps: &[Arc<Snapshot>], passthrough_all: bool) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector {
+        snaps: snaps.to_vec(),
+    }));
+    let mut out = String::with_capacity(64 * 1024);
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+    let labels: Vec<Vec<(&str, &str)>> = snaps
+        .iter()
+        .flat_map(|s| {
+            s.natives.iter().map(move |(member, _)| {
+                let mut l: Vec<(&str, &str)> = Vec::with_capacity(2);
+                if let Some(c) = &s.cluster {
+                    l.push(("cluster", c));
+                }
+                l.push(("member", member));
+                l
+            })
+        })
+        .collect();
+    let expositions: Vec<&Exposition> = snaps
+        .iter()
+        .flat_map(|s| s.natives.iter().map(|(_, e)| &**e))
+        .collect();
+    let natives: Vec<(&[(&str, &str)], &Exposition)> = labels
+        .iter()
+        .map(Vec::as_slice)
+        .zip(expositions)
+        .collect();
+    let own: std::collections::HashSet<String> =
+        OWN_FAMILIES.iter().map(|n| (*n).to_owned()).collect();
+    textformat::merge_labelled(&mut out, &natives, &own, |name| {
+        passthrough_all || is_contract_passthrough(name)
+    });
+    out
+}
+
+/// The rendered `/metrics`, kept until a cluster publishes a new snapshot.
+#[derive(Default)]
+pub struct Exposer {
+    passthrough_all: bool,
+    last: Mutex<Option<Rendered>>,
+}
+
+struct Rendered {
+    /// Each cluster's cycle when this was rendered.
+    cycles: Vec<u64>,
+    text: Bytes,
+    gzip: Option<Bytes>,
+}
+
+impl Exposer {
+    pub fn new(passthrough_all: bool) -> Self {
+        Exposer {
+            passthrough_all,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The exposition of `snaps`, gzip-compressed when `gzip`.
+    pub fn get(&self, snaps: &[Arc<Snapshot>], gzip: bool) -> Bytes {
+        let cycles: Vec<u64> = snaps.iter().map(|s| s.cycle).collect();
+        // A poisoned lock only means a render panicked; the cache is rebuilt.
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref().is_none_or(|r| r.cycles != cycles) {
+            *last = Some(Rendered {
+                cycles,
+                text: Bytes::from(render(snaps, self.passthrough_all)),
+                gzip: None,
+            });
+        }
+        let Some(r) = last.as_mut() else {
+            return Bytes::new();
+        };
+        if !gzip {
+            return r.text.clone();
+        }
+        r.gzip
+            .get_or_insert_with(|| {
+                let mut z = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(r.text.len() / 6),
+                    flate2::Compression::fast(),
+                );
+                // Writing to a Vec cannot fail.
+                let _ = z.write_all(&r.text);
+                Bytes::from(z.finish().unwrap_or_default())
+            })
+            .clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::ErrorSource;
 
     #[test]
     fn buckets_follow_etcd_layout() {
@@ -322,28 +519,114 @@ mod tests {
         assert_eq!(percentile(&[7.0], 0.01), Some(7.0));
     }
 
+    fn snapshot(cluster: Option<&str>, member: &str, native: &str) -> Arc<Snapshot> {
+        use crate::model::{derive, Facts, MemberInfo, MemberObservation, StatusFacts};
+        let mut s = Snapshot::empty(cluster.map(str::to_owned), 5000);
+        s.cycle = 1;
+        s.model = derive(&Facts {
+            members: vec![MemberObservation {
+                info: MemberInfo {
+                    id: 1,
+                    name: member.into(),
+                    client_urls: vec![],
+                    peer_urls: vec![],
+                    is_learner: false,
+                },
+                endpoint: String::new(),
+                status: Ok(StatusFacts {
+                    cluster_id: 9,
+                    member_id: 1,
+                    version: "3.5.0".into(),
+                    leader: 1,
+                    raft_term: 2,
+                    raft_index: 10,
+                    raft_applied_index: 10,
+                    revision: 5,
+                    db_size: 100,
+                    db_size_in_use: 50,
+                    is_learner: false,
+                    errors: vec![],
+                }),
+            }],
+            alarms: Some(vec![]),
+        });
+        s.leader_changes_total = 1;
+        s.collect_errors.add(ErrorSource::Agent);
+        s.probes.write.observe(0.002);
+        s.natives = vec![(
+            member.to_owned(),
+            Arc::new(textformat::parse(native).expect("parse")),
+        )];
+        Arc::new(s)
+    }
+
+    const NATIVE: &str = "# TYPE etcd_member_up gauge\netcd_member_up 5\n# TYPE etcd_server_proposals_pending gauge\netcd_server_proposals_pending 0\n# TYPE go_goroutines gauge\ngo_goroutines 9\n";
+
     #[test]
     fn render_is_valid_and_keeps_our_families_over_members() {
-        let m = Metrics::new();
-        m.member_up
-            .get_or_create(&MemberLabel { member: "a".into() })
-            .set(1);
-        m.cluster_leader_changes.inc();
-        let member = textformat::parse(
-            "# TYPE etcd_member_up gauge\netcd_member_up 5\n# TYPE etcd_server_proposals_pending gauge\netcd_server_proposals_pending 0\n# TYPE go_goroutines gauge\ngo_goroutines 9\n",
-        )
-        .expect("parse");
-        let (all, _) = m.render(&[("a", &member)], true);
+        let snaps = [snapshot(None, "a", NATIVE)];
+        let all = render(&snaps, true);
         let exp = textformat::parse(&all).expect("our output parses");
         assert_eq!(
             exp.family("etcd_member_up").map(|f| f.samples.len()),
             Some(1),
             "the member's own etcd_member_up must not be merged into ours"
         );
-        assert!(all.contains("etcd_cluster_leader_changes_total 1\n"));
+        assert!(all.contains("etcd_cluster_leader_changes_total 1\n"), "{all}");
+        assert!(all.contains("etcd_member_up{member=\"a\"} 1\n"));
+        assert!(all.contains("etcd_monitor_collect_errors_total{source=\"agent\"} 1\n"));
+        assert!(all.contains("etcd_monitor_collect_errors_total{source=\"connect\"} 0\n"));
+        assert!(all.contains("etcd_probe_write_duration_seconds_bucket{le=\"0.002\"} 1\n"));
+        assert!(all.contains("etcd_probe_write_duration_seconds_count 1\n"));
         assert!(all.contains("go_goroutines{member=\"a\"} 9\n"));
-        let (few, _) = m.render(&[("a", &member)], false);
+        let few = render(&snaps, false);
         assert!(few.contains("etcd_server_proposals_pending{member=\"a\"} 0\n"));
         assert!(!few.contains("go_goroutines"));
+    }
+
+    #[test]
+    fn several_clusters_share_each_family_and_are_told_apart() {
+        let snaps = [
+            snapshot(Some("east"), "m1", NATIVE),
+            snapshot(Some("west"), "m1", NATIVE),
+        ];
+        let text = render(&snaps, true);
+        let exp = textformat::parse(&text).expect("parses: each family once");
+        let up = exp.family("etcd_member_up").expect("etcd_member_up");
+        let clusters: Vec<Option<&str>> = up.samples.iter().map(|s| s.label("cluster")).collect();
+        assert_eq!(clusters, [Some("east"), Some("west")]);
+        let goroutines = exp.family("go_goroutines").expect("passed through");
+        assert_eq!(
+            goroutines
+                .samples
+                .iter()
+                .map(|s| (s.label("cluster"), s.label("member")))
+                .collect::<Vec<_>>(),
+            [(Some("east"), Some("m1")), (Some("west"), Some("m1"))]
+        );
+        assert!(text.contains("etcd_monitor_up 1\n"), "not per cluster");
+    }
+
+    #[test]
+    fn a_cluster_before_its_first_cycle_has_only_error_counters() {
+        let fresh = Arc::new(Snapshot::empty(Some("new".into()), 5000));
+        let text = render(&[fresh], true);
+        assert!(!text.contains("etcd_cluster_healthy"), "{text}");
+        assert!(text.contains("etcd_monitor_collect_errors_total{cluster=\"new\",source=\"status\"} 0\n"));
+    }
+
+    #[test]
+    fn the_exposer_renders_once_per_cycle_and_gzips_the_same_text() {
+        use std::io::Read as _;
+        let exposer = Exposer::new(true);
+        let snaps = [snapshot(None, "a", NATIVE)];
+        let plain = exposer.get(&snaps, false);
+        let zipped = exposer.get(&snaps, true);
+        let mut unzipped = String::new();
+        flate2::read::GzDecoder::new(&zipped[..])
+            .read_to_string(&mut unzipped)
+            .expect("gzip");
+        assert_eq!(unzipped.as_bytes(), &plain[..]);
+        assert_eq!(exposer.get(&snaps, false).as_ptr(), plain.as_ptr(), "cached");
     }
 }

@@ -90,7 +90,7 @@ pub struct MemberObservation {
 }
 
 /// One cycle's facts.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Facts {
     pub members: Vec<MemberObservation>,
     /// Active alarms by member ID; `None` when no member could list them.

@@ -7,6 +7,149 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::model::{ClusterModel, LeaderChange};
+use crate::textformat::Exposition;
+
+/// Where a collection error came from: the `source` label of
+/// `etcd_monitor_collect_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorSource {
+    Connect,
+    Status,
+    MemberList,
+    Alarms,
+    ProbeRead,
+    ProbeWrite,
+    MemberMetrics,
+    MemberMetricsConflict,
+    MemberHealth,
+    Agent,
+}
+
+impl ErrorSource {
+    pub const ALL: [ErrorSource; 10] = [
+        ErrorSource::Connect,
+        ErrorSource::Status,
+        ErrorSource::MemberList,
+        ErrorSource::Alarms,
+        ErrorSource::ProbeRead,
+        ErrorSource::ProbeWrite,
+        ErrorSource::MemberMetrics,
+        ErrorSource::MemberMetricsConflict,
+        ErrorSource::MemberHealth,
+        ErrorSource::Agent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorSource::Connect => "connect",
+            ErrorSource::Status => "status",
+            ErrorSource::MemberList => "member_list",
+            ErrorSource::Alarms => "alarms",
+            ErrorSource::ProbeRead => "probe_read",
+            ErrorSource::ProbeWrite => "probe_write",
+            ErrorSource::MemberMetrics => "member_metrics",
+            ErrorSource::MemberMetricsConflict => "member_metrics_conflict",
+            ErrorSource::MemberHealth => "member_health",
+            ErrorSource::Agent => "agent",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Collection errors so far, by source; every source is present (at 0 until it fails).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorCounts([u64; ErrorSource::ALL.len()]);
+
+impl ErrorCounts {
+    pub fn add(&mut self, source: ErrorSource) {
+        self.0[source as usize] += 1;
+    }
+
+    /// Whether no source has failed yet.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|n| *n == 0)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (ErrorSource, u64)> + '_ {
+        ErrorSource::ALL.iter().map(|s| (*s, self.0[*s as usize]))
+    }
+}
+
+impl Serialize for ErrorCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter().map(|(k, v)| (k.as_str(), v)))
+    }
+}
+
+/// The read consistency a probe used: the `consistency` label of
+/// `etcd_probe_read_duration_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Consistency {
+    Linearizable,
+    Serializable,
+}
+
+impl Consistency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Serializable => "serializable",
+        }
+    }
+
+    /// The short form in probe records (`l`, `s`).
+    pub fn short(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "l",
+            Consistency::Serializable => "s",
+        }
+    }
+}
+
+/// A cumulative histogram of probe durations in seconds, with
+/// [`crate::metrics::probe_buckets`] as upper bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeHistogram {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Default for ProbeHistogram {
+    fn default() -> Self {
+        ProbeHistogram {
+            counts: vec![0; crate::metrics::probe_buckets().len() + 1],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+}
+
+impl ProbeHistogram {
+    pub fn observe(&mut self, seconds: f64) {
+        let i = crate::metrics::probe_buckets()
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(self.counts.len() - 1);
+        self.counts[i] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+/// The probe histograms of a cluster since the exporter started.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProbeHistograms {
+    /// By member name and consistency, for the members in the cluster now.
+    pub read: BTreeMap<(String, Consistency), ProbeHistogram>,
+    pub write: ProbeHistogram,
+}
 
 /// Facts about a member that come from its own `/metrics` and `/health` and from the
 /// read probes, beside the model's view.
@@ -24,6 +167,8 @@ pub struct MemberExtras {
     pub read_linearizable_ms: Option<f64>,
     pub read_serializable_ms: Option<f64>,
     pub read_error: Option<String>,
+    /// The version the member reported last (kept while it is down).
+    pub last_version: Option<String>,
 }
 
 /// A member's agent as the last cycle found it.
@@ -112,15 +257,19 @@ pub struct Snapshot {
     pub latency: Arc<Latency>,
     pub history: Arc<Vec<HistoryPoint>>,
     pub collect_duration_ms: f64,
-    pub collect_errors: BTreeMap<String, u64>,
-    pub metrics_text: bytes::Bytes,
+    pub collect_errors: ErrorCounts,
+    pub probes: ProbeHistograms,
+    /// Each answering member's own `/metrics`, by member name.
+    pub natives: Vec<(String, Arc<Exposition>)>,
+    /// Per agent URL: whether it answered with a valid, fresh snapshot of a known member.
+    pub agents_up: Vec<(String, bool)>,
 }
 
 impl Snapshot {
     /// What is served before the first cycle finishes.
-    pub fn empty(interval_ms: u64) -> Self {
+    pub fn empty(cluster: Option<String>, interval_ms: u64) -> Self {
         Snapshot {
-            cluster: None,
+            cluster,
             cycle: 0,
             at_unix_ms: 0,
             interval_ms,
@@ -136,10 +285,10 @@ impl Snapshot {
             latency: Arc::default(),
             history: Arc::default(),
             collect_duration_ms: 0.0,
-            collect_errors: BTreeMap::new(),
-            metrics_text: bytes::Bytes::from_static(
-                b"# HELP etcd_monitor_up 1 while the exporter runs.\n# TYPE etcd_monitor_up gauge\netcd_monitor_up 1\n",
-            ),
+            collect_errors: ErrorCounts::default(),
+            probes: ProbeHistograms::default(),
+            natives: Vec::new(),
+            agents_up: Vec::new(),
         }
     }
 }
