@@ -130,3 +130,148 @@ fn merge_emits_each_family_once_with_member_labels() {
     // The merged text parses again, with the same number of families.
     assert_eq!(parse(&out).expect("reparse").families.len(), 3);
 }
+
+/// `n` labels `l0="v0",l1="v1",...`.
+fn labels(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("l{i}=\"v{i}\""))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn big_but_legal_input_parses_and_merges() {
+    // The work is linear, so this is quick even in a debug build; a quadratic duplicate or
+    // bucket check would make the buckets 10^8 steps.
+    let mut text = format!("# TYPE m gauge\nm{{{}}} 1\n", labels(MAX_LABELS));
+    text.push_str("# TYPE h histogram\n");
+    for le in 0..10_000 {
+        // Two series per bound (a and b), summed by histogram_buckets.
+        text.push_str(&format!("h_bucket{{s=\"a\",le=\"{le}\"}} {le}\n"));
+        text.push_str(&format!("h_bucket{{s=\"b\",le=\"{le}\"}} 1\n"));
+    }
+    let exp = parse(&text).expect("parse");
+    assert_eq!(exp.families[0].samples[0].labels.len(), MAX_LABELS);
+    let buckets = exp.histogram_buckets("h").expect("buckets");
+    assert_eq!(buckets.len(), 10_000);
+    assert_eq!(buckets[9_999], (9_999.0, 10_000.0));
+    let mut out = String::new();
+    let added: &[(&str, &str)] = &[("cluster", "a"), ("member", "m1")];
+    // Only the histogram: with the two added labels, `m` would have more labels than
+    // the parser takes (which Prometheus, the reader of the merge, does not mind).
+    merge_labelled(&mut out, &[(added, &exp)], &HashSet::new(), |n| n == "h");
+    assert_eq!(
+        parse(&out).expect("reparse").families[0].samples.len(),
+        20_000
+    );
+}
+
+#[test]
+fn caps_reject_with_the_line() {
+    let too_long = "x".repeat(MAX_LINE_BYTES + 1);
+    let long_value = format!("m{{a=\"{}\"}} 1", "v".repeat(MAX_LABEL_VALUE_BYTES + 1));
+    let many_samples = "a 1\n".repeat(MAX_SAMPLES + 1);
+    let many_families: String = (0..=MAX_FAMILIES)
+        .map(|i| format!("# TYPE f{i} gauge\n"))
+        .collect();
+    let many_helps: String = (0..=MAX_FAMILIES)
+        .map(|i| format!("# HELP f{i} x\n"))
+        .collect();
+    let per_line = MAX_LABELS;
+    let line = format!("m{{{}}} 1\n", labels(per_line));
+    let many_pairs = line.repeat(MAX_LABEL_PAIRS / per_line + 1);
+    for (text, line, want) in [
+        (
+            format!("ok 1\nm{{{}}} 1", labels(MAX_LABELS + 1)),
+            2,
+            "more than 64 labels",
+        ),
+        (format!("ok 1\n# {too_long}"), 2, "longer than 65536 bytes"),
+        (format!("ok 1\n\n{long_value}"), 3, "longer than 8192 bytes"),
+        (many_samples, MAX_SAMPLES + 1, "more than 200000 samples"),
+        (
+            many_families,
+            MAX_FAMILIES + 1,
+            "more than 20000 metric families",
+        ),
+        (
+            many_helps,
+            MAX_FAMILIES + 1,
+            "more than 20000 metric families",
+        ),
+        (
+            many_pairs,
+            MAX_LABEL_PAIRS / per_line + 1,
+            "more than 500000 label pairs",
+        ),
+    ] {
+        let err = parse(&text).expect_err(want);
+        assert_eq!(err.line, line, "{want}: {err}");
+        assert!(err.message.contains(want), "{want}: {err}");
+        assert!(err.to_string().len() < 200, "errors quote little: {err}");
+    }
+}
+
+#[test]
+fn a_value_must_follow_a_space() {
+    for text in ["m-1 2", "m{a=\"b\"}1", "m{}1"] {
+        let err = parse(text).expect_err(text);
+        assert!(err.message.contains("expected a space"), "{text}: {err}");
+    }
+    assert_eq!(parse("m{} 1").expect("parse").families[0].samples.len(), 1);
+}
+
+#[test]
+fn a_parse_past_its_deadline_gives_up() {
+    let past = std::time::Instant::now();
+    let err = parse_before(ETCD_SAMPLE, past).expect_err("past the deadline");
+    assert_eq!(err.line, 1, "{err}");
+    let later = past + std::time::Duration::from_secs(3600);
+    assert_eq!(parse_before(ETCD_SAMPLE, later), parse(ETCD_SAMPLE));
+}
+
+#[test]
+fn merge_labelled_prepends_pairs_and_exports_clashing_labels() {
+    let exp = parse(concat!(
+        "# HELP m A help with \\\\ and \\n.\n",
+        "# TYPE m gauge\n",
+        "m{member=\"own\",exported_member=\"x\",cluster=\"c\",k=\"v\\\"\"} 1 17\n",
+        "m 1e300\n",
+        "m 1e-7\n",
+        "m -0\n",
+    ))
+    .expect("parse");
+    let mut out = String::new();
+    let added: &[(&str, &str)] = &[("cluster", "a\"b"), ("member", "m1")];
+    let conflicts = merge_labelled(&mut out, &[(added, &exp)], &HashSet::new(), |_| true);
+    assert_eq!(conflicts, 0);
+    assert_eq!(
+        out,
+        concat!(
+            "# HELP m A help with \\\\ and \\n.\n",
+            "# TYPE m gauge\n",
+            "m{cluster=\"a\\\"b\",member=\"m1\",exported_exported_member=\"own\",exported_member=\"x\",exported_cluster=\"c\",k=\"v\\\"\"} 1 17\n",
+            "m{cluster=\"a\\\"b\",member=\"m1\"} 1e300\n",
+            "m{cluster=\"a\\\"b\",member=\"m1\"} 1e-7\n",
+            "m{cluster=\"a\\\"b\",member=\"m1\"} -0\n",
+        )
+    );
+    let back = parse(&out).expect("reparse");
+    let values: Vec<u64> = back.families[0]
+        .samples
+        .iter()
+        .map(|s| s.value.to_bits())
+        .collect();
+    let want: Vec<u64> = exp.families[0]
+        .samples
+        .iter()
+        .map(|s| s.value.to_bits())
+        .collect();
+    assert_eq!(values, want);
+    assert_eq!(back.families[0].help, exp.families[0].help);
+
+    // No pairs at all: the samples as they were.
+    let mut plain = String::new();
+    merge_labelled(&mut plain, &[(&[], &exp)], &HashSet::new(), |_| true);
+    assert_eq!(parse(&plain).expect("reparse"), exp);
+}
