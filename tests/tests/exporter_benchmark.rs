@@ -270,6 +270,11 @@ async fn collection_stays_on_time_during_a_benchmark() {
         report["writes"]["ok"].as_u64().is_some_and(|n| n > 0),
         "{report}"
     );
+    eprintln!(
+        "{} cycles in {elapsed:.1} s of benchmark at {:.0} requests/s",
+        after - before,
+        report["throughput"].as_f64().unwrap_or(0.0)
+    );
     // At the 1 s interval, at least half the cycles the run's time allows.
     let expected = (elapsed / 2.0).floor() as u64;
     assert!(

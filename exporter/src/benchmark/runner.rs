@@ -116,10 +116,8 @@ fn load(params: &Params, etcd: &EtcdConfig, deadline: Duration) -> Outcome {
         }
     };
     let ran = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        rt.block_on(tokio::time::timeout(
-            deadline,
-            bench::run(params, etcd, false),
-        ))
+        // The timer is made inside the runtime (a timeout needs its clock).
+        rt.block_on(async { tokio::time::timeout(deadline, bench::run(params, etcd, false)).await })
     }));
     // Drops every task the bench spawned, so no request is sent after this.
     rt.shutdown_timeout(SHUTDOWN_WAIT);
