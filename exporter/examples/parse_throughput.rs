@@ -43,8 +43,7 @@ fn main() -> anyhow::Result<()> {
         [("cluster", "a"), ("member", "m2")],
         [("cluster", "a"), ("member", "m3")],
     ];
-    let native: Vec<(&[(&str, &str)], _)> =
-        members.iter().map(|l| (&l[..], &exp)).collect();
+    let native: Vec<(&[(&str, &str)], _)> = members.iter().map(|l| (&l[..], &exp)).collect();
     let skip = HashSet::new();
     let mut out_len = 0;
     let (runs, elapsed) = repeat(budget, || {

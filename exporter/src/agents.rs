@@ -11,17 +11,32 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::scrape::redacted;
+
 /// Largest snapshot accepted from an agent.
 pub const MAX_BODY: usize = 1024 * 1024;
 
+/// The longest agent interval accepted from a snapshot: a day. An agent collects every
+/// few seconds; a longer one would make its snapshots never stale.
+pub const MAX_INTERVAL_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// One `--agent` flag: a URL, optionally pinned to a member (`NAME=URL`).
+///
+/// The URL may carry basic-auth credentials (`https://user:password@host:9101`); `url`
+/// keeps them and is only for requests (reqwest sends them as an `Authorization`
+/// header). Everything shown, a metric label, the API, an error, a log, uses `display`:
+/// the same URL with the user and the password each replaced by `***`
+/// (`https://***:***@host:9101`); without credentials the two are the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentTarget {
     pub member: Option<String>,
+    /// For requests only: may hold a password.
     pub url: String,
+    /// For labels, the API, errors and logs.
+    pub display: String,
 }
 
-/// Parses `URL` or `NAME=URL`.
+/// Parses `URL` or `NAME=URL`. Errors show the URL without its credentials.
 pub fn parse_target(raw: &str) -> Result<AgentTarget, String> {
     let raw = raw.trim();
     let (member, url) = match raw.split_once('=') {
@@ -30,21 +45,25 @@ pub fn parse_target(raw: &str) -> Result<AgentTarget, String> {
     };
     if member.as_deref() == Some("") {
         return Err(format!(
-            "invalid agent {raw:?}: empty member name before '='"
+            "invalid agent {:?}: empty member name before '='",
+            redacted(raw)
         ));
     }
-    let parsed = url::Url::parse(url).map_err(|e| format!("invalid agent URL {url:?}: {e}"))?;
+    let shown = redacted(url);
+    let parsed = url::Url::parse(url).map_err(|e| format!("invalid agent URL {shown:?}: {e}"))?;
     if parsed.scheme() != "http" && parsed.scheme() != "https" {
         return Err(format!(
-            "invalid agent URL {url:?}: scheme must be http or https"
+            "invalid agent URL {shown:?}: scheme must be http or https"
         ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(format!("invalid agent URL {url:?}: no host"));
+        return Err(format!("invalid agent URL {shown:?}: no host"));
     }
+    let url = url.trim_end_matches('/').to_owned();
     Ok(AgentTarget {
         member,
-        url: url.trim_end_matches('/').to_owned(),
+        display: redacted(&url),
+        url,
     })
 }
 
@@ -88,31 +107,40 @@ pub async fn fetch(
     target: &AgentTarget,
     deadline: Instant,
 ) -> Result<AgentReport, String> {
-    let url = format!("{}/api/v1/snapshot", target.url);
+    const PATH: &str = "/api/v1/snapshot";
+    let url = format!("{}{PATH}", target.url);
+    let shown = format!("{}{PATH}", target.display);
     let (status, body) = crate::scrape::get_body(http, &url, MAX_BODY, deadline).await?;
     if !status.is_success() {
-        return Err(format!("GET {url}: status {status}"));
+        return Err(format!("GET {shown}: status {status}"));
     }
-    let report = parse(&body).map_err(|e| format!("GET {url}: not an agent snapshot: {e}"))?;
+    let report = parse(&body).map_err(|e| format!("GET {shown}: not an agent snapshot: {e}"))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     if let Some(age) = report.stale_ms(now) {
         return Err(format!(
-            "GET {url}: the snapshot is {}s old; the agent's collections are stuck",
+            "GET {shown}: the snapshot is {}s old; the agent's collections are stuck",
             age / 1000
         ));
     }
     Ok(report)
 }
 
-/// Parses a snapshot body.
+/// Parses a snapshot body. An interval of 0 or over [`MAX_INTERVAL_MS`] is refused.
 pub fn parse(body: &[u8]) -> Result<AgentReport, String> {
     let host: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let view: SnapshotView = serde_json::from_value(host.clone()).map_err(|e| e.to_string())?;
     if view.member.is_empty() {
         return Err("empty member name".into());
+    }
+    if let Some(ms) = view.interval_ms {
+        if ms == 0 || ms > MAX_INTERVAL_MS {
+            return Err(format!(
+                "interval_ms {ms} is out of range (1 to {MAX_INTERVAL_MS}, a day)"
+            ));
+        }
     }
     Ok(AgentReport {
         member: view.member,
@@ -126,12 +154,15 @@ pub fn parse(body: &[u8]) -> Result<AgentReport, String> {
 }
 
 impl AgentReport {
-    /// The snapshot's age when it is older than three agent intervals plus 10 s.
+    /// The snapshot's age when it is older than three agent intervals plus 10 s. The
+    /// figures come from the agent, so the sum saturates rather than overflows (`parse`
+    /// refuses intervals over a day, but a report can be built otherwise).
     pub fn stale_ms(&self, now_ms: u64) -> Option<u64> {
         let at = self.at_unix_ms?;
         let interval = self.interval_ms.unwrap_or(5_000);
         let age = now_ms.saturating_sub(at);
-        (age > 3 * interval + 10_000).then_some(age)
+        let limit = interval.saturating_mul(3).saturating_add(10_000);
+        (age > limit).then_some(age)
     }
 }
 
@@ -165,7 +196,8 @@ mod tests {
             parse_target("http://h:9101/"),
             Ok(AgentTarget {
                 member: None,
-                url: "http://h:9101".into()
+                url: "http://h:9101".into(),
+                display: "http://h:9101".into(),
             })
         );
         assert_eq!(
@@ -175,6 +207,59 @@ mod tests {
         assert!(parse_target("=http://h:1").is_err());
         assert!(parse_target("h:9101").is_err());
         assert!(parse_target("ftp://h:1").is_err());
+    }
+
+    #[test]
+    fn credentials_stay_in_the_request_url() {
+        let t = parse_target("m1=https://monitor:s3cret@h:9101/").expect("target");
+        assert_eq!(t.url, "https://monitor:s3cret@h:9101");
+        assert_eq!(t.display, "https://***:***@h:9101");
+        assert_eq!(t.member.as_deref(), Some("m1"));
+        let t = parse_target("http://TOKEN@h:9101").expect("target");
+        assert_eq!(t.display, "http://***@h:9101");
+        for bad in [
+            "ftp://u:s3cret@h:1",
+            "http://u:s3cret@",
+            "m=http://u:s3cret@h:99999",
+            "u:s3cret@h:1",
+        ] {
+            let err = parse_target(bad).expect_err(bad);
+            assert!(!err.contains("s3cret"), "{bad}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn fetch_errors_do_not_show_the_password() {
+        // Nothing listens on port 1; the error names the agent without its password.
+        let t = parse_target("http://u:s3cret@127.0.0.1:1").expect("target");
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let err = fetch(&reqwest::Client::new(), &t, deadline)
+            .await
+            .expect_err("nothing there");
+        assert!(err.contains("***:***@127.0.0.1:1"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn absurd_intervals_are_refused_and_staleness_cannot_overflow() {
+        for interval in [0, MAX_INTERVAL_MS + 1, u64::MAX] {
+            let body = format!(r#"{{"member":"m1","at_unix_ms":1,"interval_ms":{interval}}}"#);
+            let err = parse(body.as_bytes()).expect_err(&body);
+            assert!(err.contains("interval_ms"), "{err}");
+        }
+        let day = parse(
+            format!(r#"{{"member":"m1","at_unix_ms":0,"interval_ms":{MAX_INTERVAL_MS}}}"#)
+                .as_bytes(),
+        )
+        .expect("a day is allowed");
+        assert_eq!(day.stale_ms(3 * MAX_INTERVAL_MS + 10_000), None);
+        assert_eq!(day.stale_ms(u64::MAX), Some(u64::MAX));
+        // Built by hand, past parse's check: saturates instead of overflowing.
+        let huge = AgentReport {
+            interval_ms: Some(u64::MAX),
+            ..day
+        };
+        assert_eq!(huge.stale_ms(u64::MAX), None);
     }
 
     #[test]

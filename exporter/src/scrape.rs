@@ -24,31 +24,35 @@ pub const MAX_HEALTH_BODY: usize = 64 * 1024;
 const MAX_LOCATION_SHOWN: usize = 200;
 
 /// `url` as it may be shown in an error, a log or a label: any user and password
-/// replaced by `***` (`https://***:***@host/...`, or `***@` for a user alone), so that
-/// who was asked is still visible but no credential is. Text that is not a URL is shown
-/// as is, after dropping everything up to the last `@` before the path.
+/// replaced by `***` (`https://***:***@host/...`, or `***@` for a user alone, since a
+/// token is sometimes passed as the user), and otherwise exactly as given, so a URL
+/// without credentials shows as itself. Done on the text, not by reparsing it: the
+/// userinfo is everything before the last `@` of the authority (up to the first `/`, `?`
+/// or `#`), which hides at least what a URL parser would take for it.
 pub fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.has_host() => {
-            if !u.username().is_empty() {
-                let _ = u.set_username("***");
-            }
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r))
+            if !s.is_empty()
+                && s.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"+-.".contains(&c)) =>
+        {
+            (Some(s), r)
         }
-        _ => {
-            // Not a URL with a host (`user:pw@host` parses as scheme `user` and path
-            // `pw@host`), so not sent either; still never echo what may be a password.
-            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) if scheme.is_empty() => format!("***@{}", &rest[at + 1..]),
-                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-                None => url.to_owned(),
-            }
-        }
+        _ => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let hidden = match rest[..at].split_once(':') {
+        Some(("", _)) => ":***",
+        Some(_) => "***:***",
+        None => "***",
+    };
+    let host_and_after = &rest[at + 1..];
+    match scheme {
+        Some(s) => format!("{s}://{hidden}@{host_and_after}"),
+        None => format!("{hidden}@{host_and_after}"),
     }
 }
 
@@ -282,8 +286,11 @@ mod tests {
             ("https://u@h/", "https://***@h/"),
             ("http://:pw@h/", "http://:***@h/"),
             ("http://h:1/metrics", "http://h:1/metrics"),
-            ("http://u:p@w@[::1", "http://***@[::1"),
-            ("u:pw@h:1/x@y", "***@h:1/x@y"),
+            ("http://u:p@w@[::1", "http://***:***@[::1"),
+            ("u:pw@h:1/x@y", "***:***@h:1/x@y"),
+            ("HTTP://H:1/M", "HTTP://H:1/M"),
+            ("u:pw@h://x", "***:***@h://x"),
+            ("http:u:pw@h", "***:***@h"),
         ] {
             assert_eq!(redacted(url), shown, "{url}");
         }

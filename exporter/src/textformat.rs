@@ -358,7 +358,8 @@ fn parse_inner(text: &str, deadline: Option<Instant>) -> Result<Exposition, Pars
         if raw.len() > MAX_LINE_BYTES {
             return Err(err(format!("longer than {MAX_LINE_BYTES} bytes")));
         }
-        if n % LINES_PER_CLOCK_CHECK == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+        if n.is_multiple_of(LINES_PER_CLOCK_CHECK) && deadline.is_some_and(|d| Instant::now() >= d)
+        {
             return Err(err("gave up here: out of time".into()));
         }
         let line = raw.trim();
