@@ -13,7 +13,6 @@ pub mod metrics;
 pub mod snapshot;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -105,19 +104,7 @@ pub async fn run(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         "etcd-monitor-agent started"
     );
-    let served =
-        common::http::serve_secured(listener, app, &config.http_security, shutdown.clone()).await;
-    shutdown.cancel();
-    tasks.close();
-    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("background tasks did not stop within 5s");
-    }
-    served?;
-    tracing::info!("etcd-monitor-agent stopped");
-    Ok(())
+    common::daemon::serve_until_shutdown("etcd-monitor-agent", listener, app, &config.http_security, shutdown, tasks).await
 }
 
 fn log_collectors(s: &AgentSnapshot) {

@@ -9,33 +9,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_etcd-monitor-agent");
 
 /// Runs the binary to completion (killed and failed after `limit`).
 fn run(args: &[&str], limit: Duration) -> (Option<i32>, String, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run etcd-monitor-agent");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("etcd-monitor-agent {args:?} did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (mut out, mut err) = (String::new(), String::new());
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    (status.code(), out, err)
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_clear();
+    let f = common::process::run_with_deadline(cmd, limit)
+        .unwrap_or_else(|e| panic!("etcd-monitor-agent {args:?}: {e}"));
+    (f.code, f.stdout, f.stderr)
 }
 
 fn assert_config_error(args: &[&str], needles: &[&str]) {

@@ -224,19 +224,7 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         "etcd-monitor-relay started"
     );
-    let served =
-        common::http::serve_secured(listener, app, &config.http_security, shutdown.clone()).await;
-    shutdown.cancel();
-    tasks.close();
-    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("delivery workers did not stop within 5s");
-    }
-    served?;
-    tracing::info!("etcd-monitor-relay stopped");
-    Ok(())
+    common::daemon::serve_until_shutdown("etcd-monitor-relay", listener, app, &config.http_security, shutdown, tasks).await
 }
 
 /// The longest between two engine steps: lease expiry, silences that end and group

@@ -13,35 +13,17 @@ fn run_config(yaml: &str) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().expect("dir");
     let cfg = dir.path().join("relay.yml");
     std::fs::write(&cfg, yaml).expect("write");
-    let mut child = Command::new(BIN)
-        .arg("--config")
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config")
         .arg(&cfg)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--listen")
         .arg("127.0.0.1:0")
-        .env_clear()
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the relay accepted a bad config:\n{yaml}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    (status.code(), err, cfg.display().to_string())
+        .env_clear();
+    let f = common::process::run_with_deadline(cmd, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("the relay accepted a bad config:\n{yaml}\n{e}"));
+    (f.code, f.stderr, cfg.display().to_string())
 }
 
 #[test]

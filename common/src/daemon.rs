@@ -49,3 +49,28 @@ where
     rt.shutdown_timeout(Duration::from_secs(5));
     code
 }
+
+/// The end of every daemon's `run`: serves `app` behind `security` until `shutdown`,
+/// then cancels the background `tasks` and waits for them at most 5 s (a task stuck in
+/// blocking I/O must not hold the exit).
+pub async fn serve_until_shutdown(
+    program: &str,
+    listener: TcpListener,
+    app: axum::Router,
+    security: &crate::http::ServerSecurity,
+    shutdown: CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+) -> anyhow::Result<()> {
+    let served = crate::http::serve_secured(listener, app, security, shutdown.clone()).await;
+    shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks did not stop within 5s");
+    }
+    served?;
+    tracing::info!("{program} stopped");
+    Ok(())
+}

@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod etcd;
 pub mod http;
+pub mod process;
 pub mod insecure;
 pub mod secret;
 pub mod shutdown;

@@ -79,17 +79,5 @@ pub async fn run(
         interval = ?cfg.interval,
         "etcd-monitor started"
     );
-    let served =
-        common::http::serve_secured(listener, app, &cfg.http_security, shutdown.clone()).await;
-    shutdown.cancel();
-    tasks.close();
-    if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("collector did not stop within 5s");
-    }
-    served?;
-    tracing::info!("etcd-monitor stopped");
-    Ok(())
+    common::daemon::serve_until_shutdown("etcd-monitor", listener, app, &cfg.http_security, shutdown, tasks).await
 }

@@ -8,30 +8,11 @@ use std::time::{Duration, Instant};
 /// Runs the binary; a configuration error must end it at once, so one that is still
 /// running after 10 s is killed and fails the test.
 fn run(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"))
-        .args(args)
-        .env_clear()
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run etcd-monitor");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("etcd-monitor {args:?} did not exit: the bad input was accepted");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut stderr);
-    }
-    (status.code(), stderr)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-monitor"));
+    cmd.args(args).env_clear();
+    let f = common::process::run_with_deadline(cmd, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{args:?}: the bad input was accepted: {e}"));
+    (f.code, f.stderr)
 }
 
 fn assert_config_error(args: &[&str], needles: &[&str]) {

@@ -1,20 +1,17 @@
 //! The agent run in-process next to a test cluster's member.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::Parser;
 use exporter::textformat::{self, Exposition};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
+use crate::daemon::InProcess;
 use crate::EtcdCluster;
 
 /// An agent on 127.0.0.1 on a free port; stopped on drop.
 pub struct RunningAgent {
     pub addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    daemon: InProcess,
     http: reqwest::Client,
 }
 
@@ -25,21 +22,11 @@ impl RunningAgent {
         argv.extend(flags.iter().cloned());
         let args = agent::Args::try_parse_from(&argv).expect("valid flags");
         let config = agent::Config::from_args(args.daemon).expect("valid config");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(agent::run(config, listener, shutdown.clone()));
+        let daemon = InProcess::start(|l, s| agent::run(config, l, s)).await;
         RunningAgent {
-            addr,
-            shutdown,
-            task: Some(task),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .no_proxy()
-                .build()
-                .expect("client"),
+            addr: daemon.addr,
+            http: daemon.http.clone(),
+            daemon,
         }
     }
 
@@ -97,17 +84,7 @@ impl RunningAgent {
     }
 
     /// Stops the agent and waits for it.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        match self.task.take() {
-            Some(t) => t.await.expect("agent task panicked"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for RunningAgent {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.daemon.stop().await
     }
 }

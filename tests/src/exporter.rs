@@ -6,16 +6,14 @@ use std::time::Duration;
 
 use clap::Parser;
 use exporter::textformat::{self, Exposition};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
+use crate::daemon::InProcess;
 use crate::EtcdCluster;
 
 /// An exporter running on 127.0.0.1 on a free port; stopped on drop.
 pub struct RunningExporter {
     pub addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    daemon: InProcess,
     http: reqwest::Client,
 }
 
@@ -48,21 +46,11 @@ impl RunningExporter {
         argv.extend(flags.iter().cloned());
         let args = exporter::Args::try_parse_from(&argv).expect("valid flags");
         let config = exporter::Config::from_args(args).expect("valid config");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(exporter::run(config, listener, shutdown.clone()));
+        let daemon = InProcess::start(|l, s| exporter::run(config, l, s)).await;
         RunningExporter {
-            addr,
-            shutdown,
-            task: Some(task),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .no_proxy()
-                .build()
-                .expect("client"),
+            addr: daemon.addr,
+            http: daemon.http.clone(),
+            daemon,
         }
     }
 
@@ -123,18 +111,8 @@ impl RunningExporter {
     }
 
     /// Stops the exporter and waits for it.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        match self.task.take() {
-            Some(t) => t.await.expect("exporter task panicked"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for RunningExporter {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.daemon.stop().await
     }
 }
 

@@ -8,6 +8,7 @@
 //! number of test threads.
 
 pub mod agent;
+pub mod daemon;
 pub mod etcd;
 pub mod exporter;
 pub mod prometheus;

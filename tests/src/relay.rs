@@ -10,7 +10,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use clap::Parser;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// One request the stand-in received.
@@ -136,8 +135,7 @@ async fn record(
 pub struct RunningRelay {
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    daemon: crate::daemon::InProcess,
     http: reqwest::Client,
 }
 
@@ -163,22 +161,13 @@ impl RunningRelay {
         argv.extend(extra.iter().map(|s| s.to_string()));
         let args = alerting::Args::try_parse_from(&argv).expect("flags");
         let config = alerting::Config::from_args(args).expect("valid config");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(alerting::run(config, listener, shutdown.clone()));
+        let daemon =
+            crate::daemon::InProcess::start(|l, s| alerting::run(config, l, s)).await;
         RunningRelay {
-            addr,
+            addr: daemon.addr,
             dir,
-            shutdown,
-            task: Some(task),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .no_proxy()
-                .build()
-                .expect("client"),
+            http: daemon.http.clone(),
+            daemon,
         }
     }
 
@@ -226,18 +215,8 @@ impl RunningRelay {
             .expect("text")
     }
 
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        match self.task.take() {
-            Some(t) => t.await.expect("relay task panicked"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for RunningRelay {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.daemon.stop().await
     }
 }
 

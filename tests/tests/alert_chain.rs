@@ -195,7 +195,9 @@ async fn dashboards_query_what_prometheus_has(prom: &RunningPrometheus) {
                 .replace("${member}", ".*")
                 .replace("$member", ".*")
                 .replace("${job}", ".*")
-                .replace("$job", ".*");
+                .replace("$job", ".*")
+                .replace("${cluster}", ".*")
+                .replace("$cluster", ".*");
             let answer = prom.query_response(&expr).await;
             assert_eq!(
                 answer["status"],
