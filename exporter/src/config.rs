@@ -192,7 +192,7 @@ fn parse_agents(raw: &[String]) -> Result<Vec<crate::agents::AgentTarget>, Strin
     for raw in raw.iter().filter(|a| !a.trim().is_empty()) {
         let t = crate::agents::parse_target(raw)?;
         if agents.iter().any(|a| a.url == t.url) {
-            return Err(format!("{} given twice", t.url));
+            return Err(format!("{} given twice", t.display));
         }
         agents.push(t);
     }

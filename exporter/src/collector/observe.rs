@@ -366,19 +366,19 @@ pub fn agents(
             match out.statuses.get(&r.member) {
                 Some(other) if other.up => Err(format!(
                     "agent at {} reports member {:?}, as does the agent at {}",
-                    target.url, r.member, other.url
+                    target.display, r.member, other.url
                 )),
                 _ => Ok(r),
             }
         });
         out.up.push((
-            target.url.clone(),
+            target.display.clone(),
             res.as_ref().is_ok_and(|r| known(&r.member)),
         ));
         let res = res.and_then(|r| match &target.member {
             Some(pinned) if *pinned != r.member => Err(format!(
                 "agent at {} reports member {:?}, not {pinned:?}",
-                target.url, r.member
+                target.display, r.member
             )),
             _ => Ok(r),
         });
@@ -386,14 +386,14 @@ pub fn agents(
             Ok(r) => {
                 out.learnt.push((target.clone(), r.member.clone()));
                 if !known(&r.member) {
-                    tracing::debug!(member = %r.member, url = %target.url, "agent for an unknown member");
+                    tracing::debug!(member = %r.member, url = %target.display, "agent for an unknown member");
                     out.failures += 1;
                     continue;
                 }
                 out.statuses.insert(
                     r.member.clone(),
                     AgentStatus {
-                        url: target.url.clone(),
+                        url: target.display.clone(),
                         up: true,
                         error: None,
                         memory_usage_bytes: r.memory_usage_bytes,
@@ -406,13 +406,13 @@ pub fn agents(
             Err(e) => {
                 out.failures += 1;
                 let Some(member) = attribution.member_of(target) else {
-                    tracing::debug!(url = %target.url, error = %e, "agent not attributable");
+                    tracing::debug!(url = %target.display, error = %e, "agent not attributable");
                     continue;
                 };
                 out.statuses.insert(
                     member,
                     AgentStatus {
-                        url: target.url.clone(),
+                        url: target.display.clone(),
                         up: false,
                         error: Some(e),
                         memory_usage_bytes: None,
