@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Fuzzes the relay's parsers and renderers (fuzz/: ingest, config, matchers, silence) with
-# cargo-fuzz and libFuzzer, each target for SECONDS (default 300), and exits non-zero if
+# Fuzzes the relay's parsers and renderers (fuzz/: ingest, config, matchers, silence) and
+# the exporter's readers of what members and agents send (exporter_textformat: a member's
+# /metrics, parsed, merged and read back; exporter_agent_snapshot: an agent's snapshot and
+# its staleness) with cargo-fuzz and libFuzzer, each target for SECONDS (default 300), and exits non-zero if
 # any target crashed (a panic, a failed check), hung on one input for more than 5 s, or ran
 # out of memory.
 #
 #   ./scripts/fuzz.sh [SECONDS]           every target
 #   FUZZ_TARGETS="ingest silence" ./scripts/fuzz.sh 60
+#
+# exporter_textformat's seeds include a whole etcd member's /metrics (147 KB); its inputs
+# are capped at 16 KiB (-max_len, which truncates that seed as it is read) so that most
+# runs stay short and the 20 s of the test command go to many inputs, not a few large ones.
 #
 # Stable Rust only. cargo-fuzz's default build adds `-Zsanitizer=address`, which needs
 # nightly; this script builds with `--sanitizer none`, which leaves only stable rustc flags
@@ -34,7 +40,7 @@ per_target=${1:-300}
     echo "usage: $0 [SECONDS per target]" >&2
     exit 2
 }
-targets=(${FUZZ_TARGETS:-ingest config matchers silence})
+targets=(${FUZZ_TARGETS:-ingest config matchers silence exporter_textformat exporter_agent_snapshot})
 cargo_fuzz_version=0.13.2
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -61,6 +67,7 @@ for t in "${targets[@]}"; do
     [[ $t == config ]] && cp alerting/relay.yml fuzz/work/config/relay.yml
     args=(-max_total_time="$per_target" -timeout=5 -print_final_stats=1)
     [[ -f fuzz/dict/$t.dict ]] && args+=(-dict="fuzz/dict/$t.dict")
+    [[ $t == exporter_textformat ]] && args+=(-max_len=16384)
     log=fuzz/work/$t.log
     echo "fuzz: $t for ${per_target}s (log: $log)"
     if cargo fuzz run "${build[@]}" "$t" "fuzz/work/$t" "fuzz/corpus/$t" "fuzz/regressions/$t" \
