@@ -399,6 +399,16 @@ async fn the_exporter_runs_a_benchmark_on_request() {
         .count();
     assert_eq!(left, 0);
 
+    // One cluster, unnamed: no name to give.
+    let resp = http
+        .post(format!("{url}?cluster=elsewhere"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"workload": "write", "total": 10}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status().as_u16(), 404);
+
     // One at a time.
     let long = post(
         Some(token),
