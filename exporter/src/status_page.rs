@@ -92,7 +92,7 @@ h2{font-size:17px;margin:0 0 12px}
 .verdict{border-left:8px solid #98a2b3}
 .verdict.ok{border-left-color:#12b76a}.verdict.warn{border-left-color:#f79009}.verdict.bad{border-left-color:#f04438}
 .vhead{display:flex;flex-wrap:wrap;align-items:baseline;gap:8px 16px}
-.vword{font-size:28px;font-weight:750;text-transform:capitalize}
+.vword{font-size:28px;font-weight:750;margin:0}
 .ok .vword{color:#067647}.warn .vword{color:#b54708}.bad .vword{color:#b42318}.unknown .vword{color:#475467}
 ul.reasons{margin:8px 0 0;padding-left:20px}ul.reasons li{margin:2px 0}
 .badge{display:inline-block;padding:1px 10px;border-radius:999px;font-weight:650;font-size:13px;white-space:nowrap;border:1px solid transparent}
@@ -100,7 +100,7 @@ ul.reasons{margin:8px 0 0;padding-left:20px}ul.reasons li{margin:2px 0}
 .badge.warn{background:#fffaeb;color:#b54708;border-color:#fedf89}
 .badge.bad{background:#fef3f2;color:#b42318;border-color:#fecdca}
 .badge.unknown{background:#f2f4f7;color:#475467;border-color:#d0d5dd}
-.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(165px,1fr));gap:12px;margin:0 0 16px}
+.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(145px,1fr));gap:12px;margin:0 0 16px}
 .tile{background:#fff;border:1px solid #e4e7ec;border-radius:10px;padding:10px 14px}
 .tile .k{font-size:12px;text-transform:uppercase;letter-spacing:.5px;color:#667085}
 .tile .v{font-size:22px;font-weight:700;margin-top:2px;overflow-wrap:anywhere}
@@ -404,8 +404,8 @@ fn detail(out: &mut String, page: &Page<'_>, snap: &Snapshot) {
         out,
         r#"<section class="card verdict {class}"><div class="vhead"><h1 class="vword"><span aria-hidden="true">{}</span> {}</h1><span class="muted">{}</span></div><ul class="reasons">"#,
         symbol(class),
-        esc(v.level.word()),
-        esc(cluster_name(snap))
+        esc(&capitalized(v.level.word())),
+        esc(&cluster_line(snap))
     );
     for r in &v.reasons {
         let _ = write!(out, "<li>{}</li>", esc(r));
@@ -569,6 +569,33 @@ fn detail(out: &mut String, page: &Page<'_>, snap: &Snapshot) {
     );
 }
 
+fn capitalized(word: &str) -> String {
+    let mut c = word.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// The cluster's name, ID and etcd versions, under the verdict.
+fn cluster_line(snap: &Snapshot) -> String {
+    let mut parts = vec![cluster_name(snap).to_owned()];
+    if let Some(id) = snap.model.cluster_id {
+        parts.push(format!("cluster ID {id:x}"));
+    }
+    let mut versions: Vec<&str> = snap
+        .model
+        .members
+        .iter()
+        .filter_map(|s| s.version.as_deref())
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    if !versions.is_empty() {
+        parts.push(format!("etcd {}", versions.join(", ")));
+    }
+    parts.join(" · ")
+}
+
 /// Facts that do not change the verdict but deserve attention: a DB near its quota, a
 /// filesystem nearly full, a failing fsync probe, an agent that does not answer.
 fn notes(snap: &Snapshot) -> Vec<String> {
@@ -657,10 +684,10 @@ fn pct_class(used_fraction: f64) -> &'static str {
     }
 }
 
-fn bar(used_fraction: f64) -> String {
+/// A bar filled to `used_fraction`, colored by `class` ("", "warn" or "bad").
+fn bar(used_fraction: f64, class: &str) -> String {
     format!(
-        r#"<div class="bar" role="presentation"><i class="{}" style="width:{:.1}%"></i></div>"#,
-        pct_class(used_fraction),
+        r#"<div class="bar" role="presentation"><i class="{class}" style="width:{:.1}%"></i></div>"#,
         (used_fraction * 100.0)
             .clamp(0.0, 100.0)
             .max(if used_fraction > 0.0 { 0.8 } else { 0.0 })
@@ -760,7 +787,7 @@ fn member_row(
                 r#"<div><span class="num">{}</span> <span class="muted small">of {}</span>{}<div class="small {}">{} used{}</div></div>"#,
                 fmt::bytes(db as f64),
                 fmt::bytes(q as f64),
-                bar(f),
+                bar(f, pct_class(f)),
                 match pct_class(f) {
                     "bad" => "b",
                     "warn" => "w",
@@ -813,12 +840,26 @@ fn member_row(
         (Some(missing), _) => missing.clone(),
         (None, Some((avail, size, mount))) if *size > 0 => {
             let used = 1.0 - *avail as f64 / *size as f64;
+            // A filesystem is fuller than a DB before it matters: etcd's own files are
+            // only part of it.
+            let class = if used >= 0.9 {
+                "bad"
+            } else if used >= 0.8 {
+                "warn"
+            } else {
+                ""
+            };
             format!(
-                r#"<div><span class="num">{}</span> <span class="muted small">of {}</span>{}<div class="small muted">{}</div></div>"#,
+                r#"<div><span class="num">{}</span> <span class="muted small">of {}</span>{}<div class="small muted">{} used{}</div></div>"#,
                 fmt::bytes(*avail as f64),
                 fmt::bytes(*size as f64),
-                bar(used),
-                esc(mount)
+                bar(used, class),
+                percent(used),
+                if mount.is_empty() {
+                    String::new()
+                } else {
+                    format!(" · mount {}", esc(mount))
+                }
             )
         }
         _ => r#"<span class="muted">–</span>"#.to_owned(),
@@ -873,14 +914,18 @@ fn member_row(
     }
 }
 
+/// Where the plots start: an hour before `t1`, or at the first point kept if that is
+/// later (so a young exporter's plots are not a sliver at the right edge), but at least a
+/// minute before `t1`.
+fn window_start(snap: &Snapshot, t1: u64) -> u64 {
+    let first = snap.history.first().map_or(t1, |p| p.at_unix_ms);
+    t1.saturating_sub(3_600_000)
+        .max(first.min(t1.saturating_sub(60_000)))
+}
+
 fn charts(out: &mut String, snap: &Snapshot, t1: u64) {
     let hist = &snap.history;
-    // The window: the last hour, or since the first point if that is later (at least
-    // five minutes, so a young exporter's plot is not one sliver).
-    let first = hist.first().map_or(t1, |p| p.at_unix_ms);
-    let t0 = t1
-        .saturating_sub(3_600_000)
-        .max(first.min(t1.saturating_sub(300_000)));
+    let t0 = window_start(snap, t1);
     let max_gap = 3 * snap.interval_ms + 1000;
     let series =
         |f: &dyn Fn(&crate::snapshot::HistoryPoint) -> Option<f64>| -> Vec<(u64, Option<f64>)> {
@@ -1008,10 +1053,7 @@ fn leader_timeline(out: &mut String, snap: &Snapshot, now_ms: u64, t1: u64) {
             .map_or("#98a2b3", |i| PALETTE[i % PALETTE.len()])
     };
     let hist = &snap.history;
-    let first = hist.first().map_or(t1, |p| p.at_unix_ms);
-    let t0 = t1
-        .saturating_sub(3_600_000)
-        .max(first.min(t1.saturating_sub(300_000)));
+    let t0 = window_start(snap, t1);
     let points: Vec<(u64, Option<&str>)> = hist
         .iter()
         .map(|p| (p.at_unix_ms, p.leader.as_deref()))

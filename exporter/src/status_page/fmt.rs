@@ -56,6 +56,18 @@ pub fn ms(v: f64) -> String {
     }
 }
 
+/// An axis label without trailing zeros: `50.0 ms` → `50 ms`, `0.50 ms` → `0.5 ms`.
+pub fn trim_zeros(s: &str) -> String {
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, rest) = s.split_at(end);
+    if !num.contains('.') {
+        return s.to_owned();
+    }
+    format!("{}{rest}", num.trim_end_matches('0').trim_end_matches('.'))
+}
+
 /// A rate: `0.5/s`, `12/s`, `1.2k/s`.
 pub fn rate(v: f64) -> String {
     if v >= 10_000.0 {

@@ -142,20 +142,24 @@ pub fn chart(c: &Chart<'_>) -> String {
         py1 - py0
     );
     let x = |t: u64| px0 + (t.saturating_sub(t0)) as f64 / (t1 - t0) as f64 * (px1 - px0);
-    // X axis: round minutes back from the right edge.
-    let span_min = (t1 - t0) as f64 / 60_000.0;
-    let step_min = [1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0]
-        .into_iter()
-        .find(|s| span_min / s <= 6.0)
-        .unwrap_or(60.0);
+    // X axis: round steps back from the right edge.
+    let span_s = (t1 - t0) as f64 / 1000.0;
+    let step_s = [
+        10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 3600.0,
+    ]
+    .into_iter()
+    .find(|s| span_s / s <= 6.0)
+    .unwrap_or(3600.0);
     let mut k = 0.0;
-    while k * step_min <= span_min + 1e-9 {
-        let t = t1 as f64 - k * step_min * 60_000.0;
-        let xx = px0 + (t - t0 as f64) / (t1 - t0) as f64 * (px1 - px0);
+    while k * step_s <= span_s + 1e-9 {
+        let back = k * step_s;
+        let xx = px1 - back / span_s * (px1 - px0);
         let label = if k == 0.0 {
             "now".to_owned()
+        } else if back < 60.0 || back % 60.0 != 0.0 {
+            format!("−{back} s")
         } else {
-            format!("−{} min", k * step_min)
+            format!("−{} min", back / 60.0)
         };
         let anchor = if k == 0.0 { "end" } else { "middle" };
         let _ = write!(
@@ -191,7 +195,7 @@ pub fn chart(c: &Chart<'_>) -> String {
             esc(&if v == 0.0 {
                 "0".to_owned()
             } else {
-                (c.unit)(v)
+                super::fmt::trim_zeros(&(c.unit)(v))
             })
         );
         v += step;

@@ -99,7 +99,7 @@ fn page(clusters: &[Arc<Snapshot>], selected: Option<&str>) -> String {
 fn a_healthy_cluster_says_so_with_its_leader_and_members() {
     let html = page(&[Arc::new(healthy(None))], None);
     assert!(
-        html.contains(r#"<h1 class="vword"><span aria-hidden="true">✓</span> healthy</h1>"#),
+        html.contains(r#"<h1 class="vword"><span aria-hidden="true">✓</span> Healthy</h1>"#),
         "{html}"
     );
     assert!(html.contains("leader m1; all 3 members up and following it"));
@@ -217,7 +217,7 @@ fn no_leader_and_partition_are_said_in_words() {
         vec!["no member reports a leader (3 of 3 answer); writes and linearizable reads fail"]
     );
     let html = page(&[Arc::new(s)], None);
-    assert!(html.contains("no leader</h1>"));
+    assert!(html.contains("No leader</h1>"));
     assert!(html.contains(r#"<span class="b">none</span>"#));
 
     let mut s = healthy(None);
@@ -357,7 +357,7 @@ fn several_clusters_get_an_overview_then_a_detail() {
         alerts: alerts.clone(),
         now_unix_ms: NOW,
     });
-    assert!(html.contains("quorum lost</h1>"));
+    assert!(html.contains("Quorum lost</h1>"));
     assert!(html.contains("EtcdInsufficientMembers"));
     assert!(html.contains(r#"<div class="name">e2</div>"#));
     assert!(!html.contains(r#"<div class="name">m1</div>"#));
@@ -550,5 +550,10 @@ fn text_helpers() {
     assert_eq!(fmt::ago(NOW, NOW - 300_000), "5 min ago");
     assert_eq!(fmt::utc(0), "1970-01-01 00:00:00 UTC");
     assert_eq!(fmt::utc(1_709_251_199_000), "2024-02-29 23:59:59 UTC");
+    assert_eq!(fmt::trim_zeros("50.0 ms"), "50 ms");
+    assert_eq!(fmt::trim_zeros("0.50 ms"), "0.5 ms");
+    assert_eq!(fmt::trim_zeros("1.0 MiB"), "1 MiB");
+    assert_eq!(fmt::trim_zeros("200/s"), "200/s");
+    assert_eq!(fmt::trim_zeros("100 ms"), "100 ms");
     assert_eq!(fmt::esc("<m1 & \"x\">"), "&lt;m1 &amp; &quot;x&quot;&gt;");
 }

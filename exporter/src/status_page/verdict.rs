@@ -154,7 +154,7 @@ pub fn judge(snap: &Snapshot, now_ms: u64) -> Verdict {
             ));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     let level = found.first().map_or(Level::Healthy, |f| f.0);
     let mut reasons: Vec<String> = found.into_iter().map(|(_, r)| r).collect();
     if level == Level::Healthy {
