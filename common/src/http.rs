@@ -471,36 +471,8 @@ fn presented_token(header: &str, basic_allowed: bool) -> Option<String> {
 /// Standard base64 with padding (RFC 4648), as Basic credentials are encoded; `None` when
 /// `s` is anything else.
 fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let bytes = s.as_bytes();
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    let quads = bytes.len() / 4;
-    for (i, quad) in bytes.chunks(4).enumerate() {
-        let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && i + 1 != quads) {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &quad[..4 - pad] {
-            n = (n << 6) | value(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let [_, a, b, c] = n.to_be_bytes();
-        out.extend_from_slice(&[a, b, c][..3 - pad]);
-    }
-    Some(out)
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
 }
 
 /// Compares without an early exit on the first differing byte, so the time taken does not
@@ -533,7 +505,8 @@ macro_rules! server_security_args {
             pub tls_key_file: Option<std::path::PathBuf>,
 
             /// File holding a bearer token that every request but `/health` must carry
-            /// (`Authorization: Bearer <token>`). Without it the server is open.
+            /// (`Authorization: Bearer <token>`; a browser may give it, for GET, as the
+            /// password of HTTP Basic, any user name). Without it the server is open.
             #[arg(long, env = concat!($prefix, "AUTH_TOKEN_FILE"), value_name = "FILE")]
             pub auth_token_file: Option<std::path::PathBuf>,
         }

@@ -193,9 +193,18 @@ async fn status_page(
     }
     let alerts = match &s.relay {
         None => Alerts::NotConfigured,
-        Some(_) => match relay_json(&s, "api/v1/alerts", None).await {
-            Ok(body) => parse_relay_alerts(&body).map_or_else(Alerts::Unavailable, Alerts::Firing),
-            Err(e) => Alerts::Unavailable(e.message),
+        // The page reloads every interval: a slow relay costs it at most 2 s.
+        Some(_) => match tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            relay_json(&s, "api/v1/alerts", None),
+        )
+        .await
+        {
+            Ok(Ok(body)) => {
+                parse_relay_alerts(&body).map_or_else(Alerts::Unavailable, Alerts::Firing)
+            }
+            Ok(Err(e)) => Alerts::Unavailable(e.message),
+            Err(_) => Alerts::Unavailable("the relay did not answer within 2 s".into()),
         },
     };
     let html = render(&Page {
@@ -205,10 +214,14 @@ async fn status_page(
         now_unix_ms: now_ms(),
     });
     Ok((
-        [(
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
-        )],
+        [
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
         axum::response::Html(html),
     )
         .into_response())

@@ -108,7 +108,8 @@ fn an_endpoint_answering_as_another_member_gives_no_facts_about_it() {
         Err("http://m1:2379 answered as member 2, not 1".into())
     );
     assert_eq!(count(&obs, ErrorSource::Status), 1);
-    assert_eq!(obs.connections, [(0, Some(m1.status.clone().unwrap_err()))]);
+    let error = m1.status.clone().expect_err("impersonated");
+    assert_eq!(obs.connections, [(0, Some(error))]);
     assert!(obs.owners.is_empty());
     assert!(obs.member_list.is_none(), "nothing it said counts");
     assert!(obs.members[&1].native.is_none());
