@@ -104,7 +104,15 @@ pub async fn run(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         "etcd-monitor-agent started"
     );
-    common::daemon::serve_until_shutdown("etcd-monitor-agent", listener, app, &config.http_security, shutdown, tasks).await
+    common::daemon::serve_until_shutdown(
+        "etcd-monitor-agent",
+        listener,
+        app,
+        &config.http_security,
+        shutdown,
+        tasks,
+    )
+    .await
 }
 
 fn log_collectors(s: &AgentSnapshot) {

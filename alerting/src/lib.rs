@@ -224,7 +224,15 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         "etcd-monitor-relay started"
     );
-    common::daemon::serve_until_shutdown("etcd-monitor-relay", listener, app, &config.http_security, shutdown, tasks).await
+    common::daemon::serve_until_shutdown(
+        "etcd-monitor-relay",
+        listener,
+        app,
+        &config.http_security,
+        shutdown,
+        tasks,
+    )
+    .await
 }
 
 /// The longest between two engine steps: lease expiry, silences that end and group

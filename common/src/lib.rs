@@ -5,8 +5,8 @@
 pub mod daemon;
 pub mod etcd;
 pub mod http;
-pub mod process;
 pub mod insecure;
+pub mod process;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;

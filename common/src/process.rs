@@ -35,8 +35,18 @@ pub fn run_with_deadline(mut cmd: Command, limit: Duration) -> Result<Finished, 
             text
         })
     };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let started = Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -69,7 +79,10 @@ mod tests {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo out; echo err >&2; exit 3"]);
         let f = run_with_deadline(cmd, Duration::from_secs(10)).expect("runs");
-        assert_eq!((f.code, f.stdout.as_str(), f.stderr.as_str()), (Some(3), "out\n", "err\n"));
+        assert_eq!(
+            (f.code, f.stdout.as_str(), f.stderr.as_str()),
+            (Some(3), "out\n", "err\n")
+        );
     }
 
     #[test]

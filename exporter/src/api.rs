@@ -181,10 +181,7 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
     resp
 }
 
-async fn status_page(
-    State(s): State<AppState>,
-    query: ClusterArg,
-) -> Result<Response, ApiError> {
+async fn status_page(State(s): State<AppState>, query: ClusterArg) -> Result<Response, ApiError> {
     use crate::status_page::{parse_relay_alerts, render, Alerts, Page};
     let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let clusters = s.snapshots();

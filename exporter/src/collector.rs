@@ -29,11 +29,10 @@ use crate::config::{ClusterConfig, Config};
 use crate::etcd::{self as rpc, Connections, Lease};
 use crate::metrics::{is_contract_passthrough, is_own_family, percentile};
 use crate::model::{self, ClusterModel, LeaderTracker, MemberInfo};
-use crate::snapshot::{
-    ErrorCounts, HistoryPoint, Latency, Percentiles, ProbeHistograms, ProbeRecord,
-    Snapshot,
-};
 pub use crate::snapshot::{Consistency, ErrorSource};
+use crate::snapshot::{
+    ErrorCounts, HistoryPoint, Latency, Percentiles, ProbeHistograms, ProbeRecord, Snapshot,
+};
 
 use gather::{Gathered, Reach};
 use observe::{NativeMemory, Observation, Passthrough};
@@ -118,7 +117,10 @@ impl Collector {
             };
             tx.send_replace(Arc::new(snap));
         }
-        tracing::debug!(cluster = self.cluster.name.as_deref().unwrap_or(""), "collector stopped");
+        tracing::debug!(
+            cluster = self.cluster.name.as_deref().unwrap_or(""),
+            "collector stopped"
+        );
     }
 
     fn configured(&self) -> Vec<String> {

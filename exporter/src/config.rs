@@ -233,7 +233,8 @@ fn load_clusters(
     let mut clusters: Vec<ClusterConfig> = Vec::new();
     for (i, c) in file.clusters.into_iter().enumerate() {
         let name = c.name.clone();
-        let here = |key: &str, message: String| at(format!("clusters[{i}] ({name}): {key}: {message}"));
+        let here =
+            |key: &str, message: String| at(format!("clusters[{i}] ({name}): {key}: {message}"));
         if !valid_cluster_name(&name) {
             return Err(here(
                 "name",

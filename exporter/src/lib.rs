@@ -79,5 +79,13 @@ pub async fn run(
         interval = ?cfg.interval,
         "etcd-monitor started"
     );
-    common::daemon::serve_until_shutdown("etcd-monitor", listener, app, &cfg.http_security, shutdown, tasks).await
+    common::daemon::serve_until_shutdown(
+        "etcd-monitor",
+        listener,
+        app,
+        &cfg.http_security,
+        shutdown,
+        tasks,
+    )
+    .await
 }

@@ -177,9 +177,10 @@ impl Families<'_, '_> {
         let series: Vec<(Labels, Value)> = collected(self.snaps)
             .flat_map(|s| {
                 let value = &value;
-                s.model.members.iter().filter_map(move |m| {
-                    value(s, m).map(|v| (member_labels(s, &m.info.name), v))
-                })
+                s.model
+                    .members
+                    .iter()
+                    .filter_map(move |m| value(s, m).map(|v| (member_labels(s, &m.info.name), v)))
             })
             .collect();
         self.family(MetricType::Gauge, name, help, &series)
@@ -212,7 +213,6 @@ impl Families<'_, '_> {
         }
         Ok(())
     }
-
 }
 
 /// The snapshots of clusters that have finished a cycle.
@@ -221,10 +221,7 @@ fn collected(snaps: &[Arc<Snapshot>]) -> impl Iterator<Item = &Snapshot> {
 }
 
 fn cluster_labels(s: &Snapshot) -> Labels {
-    s.cluster
-        .iter()
-        .map(|c| ("cluster", c.clone()))
-        .collect()
+    s.cluster.iter().map(|c| ("cluster", c.clone())).collect()
 }
 
 fn member_labels(s: &Snapshot, member: &str) -> Labels {
@@ -253,34 +250,115 @@ impl Collector for SnapshotCollector {
 }
 
 fn encode_cluster_families(f: &mut Families<'_, '_>) -> std::fmt::Result {
-    f.cluster("etcd_cluster_healthy", "1 when the cluster has a leader, a quorum of healthy members, no split brain and no alarm", |s| flag(s.model.healthy))?;
-    f.cluster("etcd_cluster_has_leader", "1 when the members report a leader", |s| flag(s.model.has_leader))?;
-    f.cluster("etcd_cluster_member_count", "Members in the member list, learners included", |s| int(s.model.member_count))?;
-    f.cluster("etcd_cluster_voting_members", "Members in the member list that vote (learners excluded)", |s| int(s.model.voting_members))?;
-    f.cluster("etcd_cluster_quorum_size", "Voting members needed for quorum", |s| int(s.model.quorum_size))?;
-    f.cluster("etcd_cluster_healthy_members", "Voting members that answer and are connected to the leader", |s| int(s.model.healthy_members))?;
+    f.cluster(
+        "etcd_cluster_healthy",
+        "1 when the cluster has a leader, a quorum of healthy members, no split brain and no alarm",
+        |s| flag(s.model.healthy),
+    )?;
+    f.cluster(
+        "etcd_cluster_has_leader",
+        "1 when the members report a leader",
+        |s| flag(s.model.has_leader),
+    )?;
+    f.cluster(
+        "etcd_cluster_member_count",
+        "Members in the member list, learners included",
+        |s| int(s.model.member_count),
+    )?;
+    f.cluster(
+        "etcd_cluster_voting_members",
+        "Members in the member list that vote (learners excluded)",
+        |s| int(s.model.voting_members),
+    )?;
+    f.cluster(
+        "etcd_cluster_quorum_size",
+        "Voting members needed for quorum",
+        |s| int(s.model.quorum_size),
+    )?;
+    f.cluster(
+        "etcd_cluster_healthy_members",
+        "Voting members that answer and are connected to the leader",
+        |s| int(s.model.healthy_members),
+    )?;
     let changes: Vec<(Labels, Value)> = collected(f.snaps)
         .map(|s| (cluster_labels(s), int(s.leader_changes_total)))
         .collect();
-    f.family(MetricType::Counter, "etcd_cluster_leader_changes", "Leader changes seen by the exporter", &changes)?;
+    f.family(
+        MetricType::Counter,
+        "etcd_cluster_leader_changes",
+        "Leader changes seen by the exporter",
+        &changes,
+    )?;
     f.cluster("etcd_cluster_split_brain", "1 when members disagree about the leader in a way raft does not allow, or report different cluster IDs", |s| flag(s.model.split_brain))?;
-    f.cluster("etcd_cluster_partitioned_members", "Members that answer but are cut off from the leader", |s| int(s.model.partitioned_members.len()))?;
-    f.cluster("etcd_cluster_revision_divergence", "Highest minus lowest revision across reachable members", |s| int(s.model.revision_divergence))?;
-    f.cluster("etcd_cluster_raft_index_divergence", "Highest minus lowest raft index across reachable members", |s| int(s.model.raft_index_divergence))?;
-    f.cluster("etcd_request_rate_per_second", "Client unary gRPC requests per second, all members", |s| float_or_nan(s.request_rate_per_second))
+    f.cluster(
+        "etcd_cluster_partitioned_members",
+        "Members that answer but are cut off from the leader",
+        |s| int(s.model.partitioned_members.len()),
+    )?;
+    f.cluster(
+        "etcd_cluster_revision_divergence",
+        "Highest minus lowest revision across reachable members",
+        |s| int(s.model.revision_divergence),
+    )?;
+    f.cluster(
+        "etcd_cluster_raft_index_divergence",
+        "Highest minus lowest raft index across reachable members",
+        |s| int(s.model.raft_index_divergence),
+    )?;
+    f.cluster(
+        "etcd_request_rate_per_second",
+        "Client unary gRPC requests per second, all members",
+        |s| float_or_nan(s.request_rate_per_second),
+    )
 }
 
 fn encode_member_families(f: &mut Families<'_, '_>) -> std::fmt::Result {
     let some = |v: Value| Some(v);
-    f.member("etcd_member_up", "1 when the member answered Status in the last cycle", |_, m| some(flag(m.up)))?;
-    f.member("etcd_member_is_leader", "1 when the member is the leader", |_, m| some(flag(m.is_leader)))?;
-    f.member("etcd_member_is_learner", "1 when the member is a learner", |_, m| some(flag(m.info.is_learner)))?;
-    f.member("etcd_member_has_leader", "1 when the member knows a leader", |_, m| some(flag(m.has_leader)))?;
-    f.member("etcd_member_partitioned", "1 when the member answers but has been cut off from the cluster's leader for two cycles", |_, m| some(flag(m.partitioned)))?;
-    f.member("etcd_member_raft_term", "Raft term of the member", |_, m| m.raft_term.map(int))?;
-    f.member("etcd_member_raft_index", "Raft index of the member", |_, m| m.raft_index.map(int))?;
-    f.member("etcd_member_raft_applied_index", "Raft applied index of the member", |_, m| m.raft_applied_index.map(int))?;
-    f.member("etcd_member_revision", "MVCC revision of the member", |_, m| m.revision.map(int))?;
+    f.member(
+        "etcd_member_up",
+        "1 when the member answered Status in the last cycle",
+        |_, m| some(flag(m.up)),
+    )?;
+    f.member(
+        "etcd_member_is_leader",
+        "1 when the member is the leader",
+        |_, m| some(flag(m.is_leader)),
+    )?;
+    f.member(
+        "etcd_member_is_learner",
+        "1 when the member is a learner",
+        |_, m| some(flag(m.info.is_learner)),
+    )?;
+    f.member(
+        "etcd_member_has_leader",
+        "1 when the member knows a leader",
+        |_, m| some(flag(m.has_leader)),
+    )?;
+    f.member(
+        "etcd_member_partitioned",
+        "1 when the member answers but has been cut off from the cluster's leader for two cycles",
+        |_, m| some(flag(m.partitioned)),
+    )?;
+    f.member(
+        "etcd_member_raft_term",
+        "Raft term of the member",
+        |_, m| m.raft_term.map(int),
+    )?;
+    f.member(
+        "etcd_member_raft_index",
+        "Raft index of the member",
+        |_, m| m.raft_index.map(int),
+    )?;
+    f.member(
+        "etcd_member_raft_applied_index",
+        "Raft applied index of the member",
+        |_, m| m.raft_applied_index.map(int),
+    )?;
+    f.member(
+        "etcd_member_revision",
+        "MVCC revision of the member",
+        |_, m| m.revision.map(int),
+    )?;
 
     // Unknown alarms (nobody could list them) are left out, not reported cleared.
     let alarms: Vec<(Labels, Value)> = collected(f.snaps)
@@ -295,40 +373,86 @@ fn encode_member_families(f: &mut Families<'_, '_>) -> std::fmt::Result {
             })
         })
         .collect();
-    f.family(MetricType::Gauge, "etcd_member_alarm", "1 when the alarm is raised on the member", &alarms)?;
+    f.family(
+        MetricType::Gauge,
+        "etcd_member_alarm",
+        "1 when the alarm is raised on the member",
+        &alarms,
+    )?;
     let info: Vec<(Labels, Value)> = collected(f.snaps)
         .flat_map(|s| {
             s.model.members.iter().map(move |m| {
                 let version = m
                     .version
                     .clone()
-                    .or_else(|| s.extras.get(&m.info.id).and_then(|x| x.last_version.clone()))
+                    .or_else(|| {
+                        s.extras
+                            .get(&m.info.id)
+                            .and_then(|x| x.last_version.clone())
+                    })
                     .unwrap_or_default();
                 let mut l = member_labels(s, &m.info.name);
                 l.extend([
                     ("id", format!("{:x}", m.info.id)),
                     ("version", version),
-                    ("client_url", m.info.client_urls.first().cloned().unwrap_or_default()),
-                    ("peer_url", m.info.peer_urls.first().cloned().unwrap_or_default()),
+                    (
+                        "client_url",
+                        m.info.client_urls.first().cloned().unwrap_or_default(),
+                    ),
+                    (
+                        "peer_url",
+                        m.info.peer_urls.first().cloned().unwrap_or_default(),
+                    ),
                 ]);
                 (l, Value::Int(1))
             })
         })
         .collect();
-    f.family(MetricType::Gauge, "etcd_member_info", "Member metadata, always 1", &info)?;
-    f.member("etcd_mvcc_db_total_size_bytes", "Backend database size of the member, in bytes", |_, m| m.db_size_bytes.map(int))?;
-    f.member("etcd_mvcc_db_total_size_in_use_bytes", "Backend database bytes in use (the rest is reclaimable by defragmentation)", |_, m| m.db_size_in_use_bytes.map(int))?;
+    f.family(
+        MetricType::Gauge,
+        "etcd_member_info",
+        "Member metadata, always 1",
+        &info,
+    )?;
+    f.member(
+        "etcd_mvcc_db_total_size_bytes",
+        "Backend database size of the member, in bytes",
+        |_, m| m.db_size_bytes.map(int),
+    )?;
+    f.member(
+        "etcd_mvcc_db_total_size_in_use_bytes",
+        "Backend database bytes in use (the rest is reclaimable by defragmentation)",
+        |_, m| m.db_size_in_use_bytes.map(int),
+    )?;
 
     let extra = |s: &Snapshot, m: &crate::model::MemberState| s.extras.get(&m.info.id).cloned();
-    f.member("etcd_server_watchers", "Watchers on the member", |s, m| extra(s, m).and_then(|x| x.watchers).map(int))?;
+    f.member("etcd_server_watchers", "Watchers on the member", |s, m| {
+        extra(s, m).and_then(|x| x.watchers).map(int)
+    })?;
     f.member("etcd_disk_wal_fsync_duration_p95_milliseconds", "95th percentile of WAL fsync since the previous cycle (or since start when idle), in milliseconds", |s, m| extra(s, m).and_then(|x| x.wal_fsync_p95_ms).map(Value::Float))?;
     f.member("etcd_disk_backend_commit_duration_p95_milliseconds", "95th percentile of backend commit since the previous cycle (or since start when idle), in milliseconds", |s, m| extra(s, m).and_then(|x| x.backend_commit_p95_ms).map(Value::Float))?;
 
     let agent = |s: &Snapshot, m: &crate::model::MemberState| s.agents.get(&m.info.name).cloned();
-    f.member("etcd_server_memory_usage_bytes", "Resident memory of the etcd process, from the member's agent", |s, m| agent(s, m).and_then(|a| a.memory_usage_bytes).map(int))?;
-    f.member("etcd_server_disk_usage_bytes", "Bytes used by the member's data dir, from its agent", |s, m| agent(s, m).and_then(|a| a.disk_usage_bytes).map(int))?;
-    f.member("etcd_server_active_connections", "Established client connections to the member, from its agent", |s, m| agent(s, m).and_then(|a| a.active_connections).map(int))?;
-    f.member("etcd_member_agent_up", "1 when the member's agent answered with a valid snapshot in the last cycle", |s, m| agent(s, m).map(|a| flag(a.up)))
+    f.member(
+        "etcd_server_memory_usage_bytes",
+        "Resident memory of the etcd process, from the member's agent",
+        |s, m| agent(s, m).and_then(|a| a.memory_usage_bytes).map(int),
+    )?;
+    f.member(
+        "etcd_server_disk_usage_bytes",
+        "Bytes used by the member's data dir, from its agent",
+        |s, m| agent(s, m).and_then(|a| a.disk_usage_bytes).map(int),
+    )?;
+    f.member(
+        "etcd_server_active_connections",
+        "Established client connections to the member, from its agent",
+        |s, m| agent(s, m).and_then(|a| a.active_connections).map(int),
+    )?;
+    f.member(
+        "etcd_member_agent_up",
+        "1 when the member's agent answered with a valid snapshot in the last cycle",
+        |s, m| agent(s, m).map(|a| flag(a.up)),
+    )
 }
 
 fn encode_probe_families(f: &mut Families<'_, '_>) -> std::fmt::Result {
@@ -341,12 +465,27 @@ fn encode_probe_families(f: &mut Families<'_, '_>) -> std::fmt::Result {
             })
         })
         .collect();
-    f.histograms("etcd_probe_read_duration_seconds", "Duration of the exporter's read probes", &reads)?;
+    f.histograms(
+        "etcd_probe_read_duration_seconds",
+        "Duration of the exporter's read probes",
+        &reads,
+    )?;
     let writes: Vec<(Labels, &ProbeHistogram)> = collected(f.snaps)
         .map(|s| (cluster_labels(s), &s.probes.write))
         .collect();
-    f.histograms("etcd_probe_write_duration_seconds", "Duration of the exporter's write probes", &writes)?;
-    for (kind, label) in [("read", "Median"), ("read", "95th percentile"), ("read", "99th percentile"), ("write", "Median"), ("write", "95th percentile"), ("write", "99th percentile")] {
+    f.histograms(
+        "etcd_probe_write_duration_seconds",
+        "Duration of the exporter's write probes",
+        &writes,
+    )?;
+    for (kind, label) in [
+        ("read", "Median"),
+        ("read", "95th percentile"),
+        ("read", "99th percentile"),
+        ("write", "Median"),
+        ("write", "95th percentile"),
+        ("write", "99th percentile"),
+    ] {
         let q = match label {
             "Median" => "p50",
             "95th percentile" => "p95",
@@ -355,7 +494,11 @@ fn encode_probe_families(f: &mut Families<'_, '_>) -> std::fmt::Result {
         let name = format!("etcd_request_{kind}_latency_{q}_milliseconds");
         let help = format!("{label} {kind} probe latency over the last 1000 probes");
         f.cluster(&name, &help, |s| {
-            let p = if kind == "read" { &s.latency.read } else { &s.latency.write };
+            let p = if kind == "read" {
+                &s.latency.read
+            } else {
+                &s.latency.write
+            };
             float_or_nan(match q {
                 "p50" => p.p50,
                 "p95" => p.p95,
@@ -367,8 +510,17 @@ fn encode_probe_families(f: &mut Families<'_, '_>) -> std::fmt::Result {
 }
 
 fn encode_self_families(f: &mut Families<'_, '_>) -> std::fmt::Result {
-    f.family(MetricType::Gauge, "etcd_monitor_up", "1 while the exporter runs", &[(Vec::new(), Value::Int(1))])?;
-    f.cluster("etcd_monitor_collect_duration_seconds", "Duration of the last collection cycle", |s| Value::Float(s.collect_duration_ms / 1e3))?;
+    f.family(
+        MetricType::Gauge,
+        "etcd_monitor_up",
+        "1 while the exporter runs",
+        &[(Vec::new(), Value::Int(1))],
+    )?;
+    f.cluster(
+        "etcd_monitor_collect_duration_seconds",
+        "Duration of the last collection cycle",
+        |s| Value::Float(s.collect_duration_ms / 1e3),
+    )?;
     // Every source from the start, at 0: a rate over a series that appears only with the
     // first error would miss that error.
     let errors: Vec<(Labels, Value)> = f
@@ -382,7 +534,12 @@ fn encode_self_families(f: &mut Families<'_, '_>) -> std::fmt::Result {
             })
         })
         .collect();
-    f.family(MetricType::Counter, "etcd_monitor_collect_errors", "Collection errors by source", &errors)?;
+    f.family(
+        MetricType::Counter,
+        "etcd_monitor_collect_errors",
+        "Collection errors by source",
+        &errors,
+    )?;
     let agents: Vec<(Labels, Value)> = collected(f.snaps)
         .flat_map(|s| {
             s.agents_up.iter().map(move |(url, up)| {
@@ -392,12 +549,20 @@ fn encode_self_families(f: &mut Families<'_, '_>) -> std::fmt::Result {
             })
         })
         .collect();
-    f.family(MetricType::Gauge, "etcd_monitor_agent_up", "1 when the agent at this URL answered with a valid, fresh snapshot of a known member", &agents)?;
+    f.family(
+        MetricType::Gauge,
+        "etcd_monitor_agent_up",
+        "1 when the agent at this URL answered with a valid, fresh snapshot of a known member",
+        &agents,
+    )?;
     f.family(
         MetricType::Gauge,
         "etcd_monitor_build_info",
         "Exporter version, always 1",
-        &[(vec![("version", env!("CARGO_PKG_VERSION").to_owned())], Value::Int(1))],
+        &[(
+            vec![("version", env!("CARGO_PKG_VERSION").to_owned())],
+            Value::Int(1),
+        )],
     )
 }
 
@@ -428,11 +593,8 @@ pub fn render(snaps: &[Arc<Snapshot>], passthrough_all: bool) -> String {
         .iter()
         .flat_map(|s| s.natives.iter().map(|(_, e)| &**e))
         .collect();
-    let natives: Vec<(&[(&str, &str)], &Exposition)> = labels
-        .iter()
-        .map(Vec::as_slice)
-        .zip(expositions)
-        .collect();
+    let natives: Vec<(&[(&str, &str)], &Exposition)> =
+        labels.iter().map(Vec::as_slice).zip(expositions).collect();
     let own: std::collections::HashSet<String> =
         OWN_FAMILIES.iter().map(|n| (*n).to_owned()).collect();
     textformat::merge_labelled(&mut out, &natives, &own, |name| {
@@ -572,7 +734,10 @@ mod tests {
             Some(1),
             "the member's own etcd_member_up must not be merged into ours"
         );
-        assert!(all.contains("etcd_cluster_leader_changes_total 1\n"), "{all}");
+        assert!(
+            all.contains("etcd_cluster_leader_changes_total 1\n"),
+            "{all}"
+        );
         assert!(all.contains("etcd_member_up{member=\"a\"} 1\n"));
         assert!(all.contains("etcd_monitor_collect_errors_total{source=\"agent\"} 1\n"));
         assert!(all.contains("etcd_monitor_collect_errors_total{source=\"connect\"} 0\n"));
@@ -612,7 +777,8 @@ mod tests {
         let fresh = Arc::new(Snapshot::empty(Some("new".into()), 5000));
         let text = render(&[fresh], true);
         assert!(!text.contains("etcd_cluster_healthy"), "{text}");
-        assert!(text.contains("etcd_monitor_collect_errors_total{cluster=\"new\",source=\"status\"} 0\n"));
+        assert!(text
+            .contains("etcd_monitor_collect_errors_total{cluster=\"new\",source=\"status\"} 0\n"));
     }
 
     #[test]
@@ -627,6 +793,10 @@ mod tests {
             .read_to_string(&mut unzipped)
             .expect("gzip");
         assert_eq!(unzipped.as_bytes(), &plain[..]);
-        assert_eq!(exposer.get(&snaps, false).as_ptr(), plain.as_ptr(), "cached");
+        assert_eq!(
+            exposer.get(&snaps, false).as_ptr(),
+            plain.as_ptr(),
+            "cached"
+        );
     }
 }

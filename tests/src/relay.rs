@@ -161,8 +161,7 @@ impl RunningRelay {
         argv.extend(extra.iter().map(|s| s.to_string()));
         let args = alerting::Args::try_parse_from(&argv).expect("flags");
         let config = alerting::Config::from_args(args).expect("valid config");
-        let daemon =
-            crate::daemon::InProcess::start(|l, s| alerting::run(config, l, s)).await;
+        let daemon = crate::daemon::InProcess::start(|l, s| alerting::run(config, l, s)).await;
         RunningRelay {
             addr: daemon.addr,
             dir,

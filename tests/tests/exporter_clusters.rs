@@ -38,7 +38,11 @@ async fn two_clusters_are_told_apart_and_a_fault_shows_only_in_its_own() {
     let config = dir.path().join("clusters.yml");
     std::fs::write(
         &config,
-        format!("clusters:\n{}{}", entry("east", &east), entry("west", &west)),
+        format!(
+            "clusters:\n{}{}",
+            entry("east", &east),
+            entry("west", &west)
+        ),
     )
     .expect("write config");
     let exp = RunningExporter::start(&[
@@ -101,21 +105,37 @@ async fn two_clusters_are_told_apart_and_a_fault_shows_only_in_its_own() {
     let down = west.members[2].name.clone();
     tests::wait_for("west's member down", Duration::from_secs(30), || async {
         let m = exp.metrics().await;
-        (value(&m, "etcd_member_up", &[("cluster", "west"), ("member", &down)]) == Some(0.0))
-            .then_some(())
+        (value(
+            &m,
+            "etcd_member_up",
+            &[("cluster", "west"), ("member", &down)],
+        ) == Some(0.0))
+        .then_some(())
     })
     .await;
     let metrics = exp.metrics().await;
     assert_eq!(
-        value(&metrics, "etcd_member_up", &[("cluster", "east"), ("member", &down)]),
+        value(
+            &metrics,
+            "etcd_member_up",
+            &[("cluster", "east"), ("member", &down)]
+        ),
         Some(1.0)
     );
     assert_eq!(
-        value(&metrics, "etcd_cluster_healthy_members", &[("cluster", "west")]),
+        value(
+            &metrics,
+            "etcd_cluster_healthy_members",
+            &[("cluster", "west")]
+        ),
         Some(2.0)
     );
     assert_eq!(
-        value(&metrics, "etcd_cluster_healthy_members", &[("cluster", "east")]),
+        value(
+            &metrics,
+            "etcd_cluster_healthy_members",
+            &[("cluster", "east")]
+        ),
         Some(3.0)
     );
     let members = exp.json("/api/v1/cluster/members?cluster=west").await;
@@ -193,6 +213,8 @@ async fn a_bad_config_file_names_the_cluster_and_the_key() {
         "http://10.0.0.1:2379",
     ])
     .expect("flags");
-    let err = exporter::Config::from_args(args).expect_err("both").to_string();
+    let err = exporter::Config::from_args(args)
+        .expect_err("both")
+        .to_string();
     assert!(err.contains("drop --endpoints"), "{err}");
 }

@@ -98,9 +98,7 @@ impl MemberError {
         match self {
             MemberError::NotStarted | MemberError::NotQueried => None,
             MemberError::BackingOff { .. } | MemberError::Connect(_) => Some(ErrorSource::Connect),
-            MemberError::Status(_) | MemberError::Impersonated { .. } => {
-                Some(ErrorSource::Status)
-            }
+            MemberError::Status(_) | MemberError::Impersonated { .. } => Some(ErrorSource::Status),
         }
     }
 
@@ -168,9 +166,10 @@ pub async fn gather(
     writer: Option<(String, Client)>,
     deadline: Instant,
 ) -> Gathered {
-    let members = targets.into_iter().enumerate().map(|(i, (target, lease))| {
-        member(reach, target, lease, i == alarm_target, deadline)
-    });
+    let members = targets
+        .into_iter()
+        .enumerate()
+        .map(|(i, (target, lease))| member(reach, target, lease, i == alarm_target, deadline));
     let write = async {
         let (url, mut client) = writer?;
         let value = SystemTime::now()
@@ -320,7 +319,10 @@ mod tests {
             answered: 0xab,
             expected: 0xcd,
         };
-        assert_eq!(wrong.to_string(), "http://lb:2379 answered as member ab, not cd");
+        assert_eq!(
+            wrong.to_string(),
+            "http://lb:2379 answered as member ab, not cd"
+        );
         assert_eq!(wrong.source(), Some(ErrorSource::Status));
         assert_eq!(MemberError::NotStarted.source(), None);
     }

@@ -231,8 +231,10 @@ pub fn observe(
         .values()
         .filter_map(|f| f.native.as_ref().map(|(e, _)| &**e));
     let conflicts = type_conflicts(natives, passthrough);
-    obs.errors
-        .extend(std::iter::repeat_n(ErrorSource::MemberMetricsConflict, conflicts));
+    obs.errors.extend(std::iter::repeat_n(
+        ErrorSource::MemberMetricsConflict,
+        conflicts,
+    ));
     obs
 }
 
@@ -362,15 +364,16 @@ pub fn agents(
     let mut out = AgentsObserved::default();
     let known = |member: &str| model.members.iter().any(|m| m.info.name == member);
     for (target, res) in results {
-        let res = res.as_ref().map_err(Clone::clone).and_then(|r| {
-            match out.statuses.get(&r.member) {
-                Some(other) if other.up => Err(format!(
-                    "agent at {} reports member {:?}, as does the agent at {}",
-                    target.display, r.member, other.url
-                )),
-                _ => Ok(r),
-            }
-        });
+        let res =
+            res.as_ref()
+                .map_err(Clone::clone)
+                .and_then(|r| match out.statuses.get(&r.member) {
+                    Some(other) if other.up => Err(format!(
+                        "agent at {} reports member {:?}, as does the agent at {}",
+                        target.display, r.member, other.url
+                    )),
+                    _ => Ok(r),
+                });
         out.up.push((
             target.display.clone(),
             res.as_ref().is_ok_and(|r| known(&r.member)),

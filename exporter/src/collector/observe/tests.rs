@@ -102,7 +102,12 @@ fn count(obs: &Observation, source: ErrorSource) -> usize {
 fn an_endpoint_answering_as_another_member_gives_no_facts_about_it() {
     let g = gathered(vec![asked(1, Ok(answers(2, 2, &[1, 2])))]);
     let obs = run(&g, &[info(1), info(2)], &HashMap::new());
-    let m1 = obs.facts.members.iter().find(|m| m.info.id == 1).expect("m1");
+    let m1 = obs
+        .facts
+        .members
+        .iter()
+        .find(|m| m.info.id == 1)
+        .expect("m1");
     assert_eq!(
         m1.status,
         Err("http://m1:2379 answered as member 2, not 1".into())
@@ -127,7 +132,12 @@ fn the_leaders_member_list_wins_and_unasked_members_are_not_queried_yet() {
         Some(3),
         "member 2 is the leader"
     );
-    let m3 = obs.facts.members.iter().find(|m| m.info.id == 3).expect("m3");
+    let m3 = obs
+        .facts
+        .members
+        .iter()
+        .find(|m| m.info.id == 3)
+        .expect("m3");
     assert_eq!(m3.status, Err("new member, not queried yet".into()));
     assert!(obs.errors.is_empty(), "{:?}", obs.errors);
 }
@@ -182,7 +192,10 @@ fn every_failed_request_counts_under_its_source() {
     let x = &obs.members[&1].extras;
     assert_eq!(x.read_error.as_deref(), Some("read probe timed out"));
     assert_eq!(x.read_linearizable_ms, Some(2.0));
-    assert!(x.metrics_error.as_deref().is_some_and(|e| e.contains("line 1")));
+    assert!(x
+        .metrics_error
+        .as_deref()
+        .is_some_and(|e| e.contains("line 1")));
     assert_eq!(
         obs.connections.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
         [0, 1],
@@ -215,7 +228,10 @@ fn a_family_whose_type_differs_between_members_is_a_conflict() {
         textformat::parse("# TYPE etcd_debugging_mvcc_watcher_total counter\netcd_debugging_mvcc_watcher_total 3\n# TYPE etcd_member_up counter\netcd_member_up 1\n")
             .expect("parse"),
     ));
-    let g = gathered(vec![asked(1, Ok(answers(1, 1, &[1, 2]))), asked(2, Ok(other))]);
+    let g = gathered(vec![
+        asked(1, Ok(answers(1, 1, &[1, 2]))),
+        asked(2, Ok(other)),
+    ]);
     let obs = run(&g, &[info(1), info(2)], &HashMap::new());
     assert_eq!(
         count(&obs, ErrorSource::MemberMetricsConflict),
@@ -272,7 +288,10 @@ fn agents_are_matched_by_name_pinned_or_learnt() {
     ];
     let seen = agents(&results, &model, &attribution);
     assert!(seen.statuses["m1"].up);
-    assert_eq!(seen.statuses["m1"].url, "http://a1:9101", "the second agent is refused");
+    assert_eq!(
+        seen.statuses["m1"].url, "http://a1:9101",
+        "the second agent is refused"
+    );
     assert!(seen.statuses["m2"]
         .error
         .as_deref()
