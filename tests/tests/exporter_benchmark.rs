@@ -57,6 +57,16 @@ async fn count_keys(cluster: &EtcdCluster, prefix: &str) -> i64 {
     .count()
 }
 
+/// Threads of this process (the exporter runs in it) named `name` (at most 15 bytes,
+/// as Linux keeps them).
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
 async fn cycle(exp: &RunningExporter) -> u64 {
     let (_, body) = exp.get("/health").await;
     serde_json::from_str::<serde_json::Value>(&body)
@@ -251,6 +261,11 @@ async fn collection_stays_on_time_during_a_benchmark() {
             )
         })
     };
+    // The load runs on threads of its own, not on the runtime the collector uses.
+    wait_for("the load's threads", Duration::from_secs(5), || async {
+        (threads_named("etcd-bench-load") > 0).then_some(())
+    })
+    .await;
     // Every two seconds of the run, at least one cycle (the interval is one second).
     let mut last = before;
     for _ in 0..3 {
@@ -283,4 +298,13 @@ async fn collection_stays_on_time_during_a_benchmark() {
         after - before
     );
     assert_eq!(count_keys(&cluster, PREFIX).await, 0);
+    // And they end with the run (other tests in this process may run one too: wait).
+    wait_for(
+        "the benchmark's threads to end",
+        Duration::from_secs(30),
+        || async {
+            (threads_named("etcd-bench-load") + threads_named("etcd-bench") == 0).then_some(())
+        },
+    )
+    .await;
 }
