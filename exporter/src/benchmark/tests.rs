@@ -217,3 +217,41 @@ fn the_cluster_is_required_among_several_and_optional_alone() {
     assert_eq!(e.status, StatusCode::NOT_FOUND);
     assert!(e.message.contains("qa") && e.message.contains("prod"));
 }
+
+#[tokio::test]
+async fn past_its_deadline_a_run_is_stopped_and_its_slot_freed() {
+    // A listener that never answers: the bench waits on it until the deadline.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", hole.local_addr().expect("address"));
+    let mut t = target(None);
+    t.spec.etcd.endpoints = vec![url::Url::parse(&url).expect("URL")];
+    t.spec.etcd.dial_timeout = Duration::from_millis(500);
+    t.spec.etcd.command_timeout = Duration::from_millis(500);
+    let job = runner::Job {
+        params: p(serde_json::json!({"workload": "write", "duration": 30.0})),
+        etcd: t.spec.etcd.clone(),
+        prefix: PREFIX.into(),
+        cluster: None,
+        deadline: Duration::from_millis(200),
+        slot: t.slot.clone().try_lock_owned().expect("a free slot"),
+    };
+    let started = std::time::Instant::now();
+    let outcome = runner::start(job)
+        .expect("a thread")
+        .await
+        .expect("an outcome");
+    assert!(
+        matches!(outcome, runner::Outcome::TimedOut(d) if d == Duration::from_millis(200)),
+        "{outcome:?}"
+    );
+    assert!(
+        t.slot.try_lock().is_ok(),
+        "the slot is free once the outcome is in"
+    );
+    // The deadline, then a bounded clean-up against the silent endpoint.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
