@@ -97,33 +97,43 @@ pub struct BenchQuery {
 
 /// The target `name` picks: required when there are several, optional with one.
 fn select<'a>(targets: &'a [Target], name: Option<&str>) -> Result<&'a Target, ApiError> {
-    let names = || {
-        targets
-            .iter()
-            .filter_map(|t| t.spec.cluster.as_deref())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match (name, targets) {
-        (None, [only]) => Ok(only),
-        (None, _) => Err(bad(format!(
-            "several clusters: give ?cluster= one of {}",
-            names()
-        ))),
-        (Some(n), _) => match targets.iter().find(|t| t.spec.cluster.as_deref() == Some(n)) {
-            Some(t) => Ok(t),
-            // The only cluster of a plain setup has no name: any name is unknown.
-            None => Err(ApiError::new(
+    let known = targets
+        .iter()
+        .filter_map(|t| t.spec.cluster.as_deref())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let Some(name) = name else {
+        return match targets {
+            [] => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
-                match names() {
-                    known if known.is_empty() => format!(
-                        "no cluster named {n:?}: the exporter watches one unnamed cluster (leave out ?cluster=)"
-                    ),
-                    known => format!("no cluster named {n:?}; known: {known}"),
-                },
+                "no cluster to benchmark",
             )),
-        },
+            [only] => Ok(only),
+            _ => Err(bad(format!(
+                "several clusters: give ?cluster= one of {known}"
+            ))),
+        };
+    };
+    if let Some(t) = targets
+        .iter()
+        .find(|t| t.spec.cluster.as_deref() == Some(name))
+    {
+        return Ok(t);
     }
+    // The name is echoed: at most 64 characters of it.
+    let name = clip(name);
+    let msg = if known.is_empty() {
+        // The only cluster of a plain setup has no name: any name is unknown.
+        format!("no cluster named {name:?}: the exporter watches one unnamed cluster")
+    } else {
+        format!("no cluster named {name:?}; known: {known}")
+    };
+    Err(ApiError::new(StatusCode::NOT_FOUND, msg))
+}
+
+/// At most the first 64 characters of `s`.
+fn clip(s: &str) -> &str {
+    s.char_indices().nth(64).map_or(s, |(i, _)| &s[..i])
 }
 
 /// The request body.

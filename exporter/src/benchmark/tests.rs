@@ -194,6 +194,8 @@ fn target(name: Option<&str>) -> Target {
 
 #[test]
 fn the_cluster_is_required_among_several_and_optional_alone() {
+    let e = select(&[], None).err().expect("none");
+    assert_eq!(e.status, StatusCode::NOT_FOUND);
     let one = [target(None)];
     assert!(select(&one, None).is_ok());
     let e = select(&one, Some("prod")).err().expect("unknown");
@@ -216,6 +218,9 @@ fn the_cluster_is_required_among_several_and_optional_alone() {
     let e = select(&two, Some("qa")).err().expect("unknown");
     assert_eq!(e.status, StatusCode::NOT_FOUND);
     assert!(e.message.contains("qa") && e.message.contains("prod"));
+    let long = "x".repeat(1000);
+    let e = select(&two, Some(&long)).err().expect("unknown");
+    assert!(e.message.len() < 200, "the name is clipped: {}", e.message);
 }
 
 #[tokio::test]
