@@ -532,7 +532,7 @@ mod tests {
         router(
             AppState {
                 clusters: vec![rx],
-                exposer: Arc::new(crate::metrics::Exposer::new(true)),
+                exposer: Arc::new(crate::metrics::Exposer::new()),
                 relay: None,
                 bench: None,
             },

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agents::Attribution;
 use crate::config::{ClusterConfig, Config};
 use crate::etcd::{self as rpc, Connections, Lease};
-use crate::metrics::{is_contract_passthrough, is_own_family, percentile};
+use crate::metrics::{percentile, NativeFamilies};
 use crate::model::{self, ClusterModel, LeaderTracker, MemberInfo};
 pub use crate::snapshot::{Consistency, ErrorSource};
 use crate::snapshot::{
@@ -35,7 +35,7 @@ use crate::snapshot::{
 };
 
 use gather::{Gathered, Reach};
-use observe::{NativeMemory, Observation, Passthrough};
+use observe::{NativeMemory, Observation};
 
 /// Probes kept for the latency window, per kind.
 pub const PROBE_WINDOW: usize = 1000;
@@ -143,19 +143,7 @@ impl Collector {
             self.bootstrap(deadline).await;
         }
         let gathered = self.gather(started, deadline).await;
-        let own = |name: &str| is_own_family(name);
-        let native_all = self.cfg.native_metrics;
-        let keep = move |name: &str| native_all || is_contract_passthrough(name);
-        let observation = observe::observe(
-            &gathered,
-            &self.known,
-            &self.natives,
-            &Passthrough {
-                own: &own,
-                keep: &keep,
-            },
-            started,
-        );
+        let observation = observe::observe(&gathered, &self.known, &self.natives, started);
         self.settle(&gathered, &observation);
         let mut model = model::derive(&observation.facts);
         self.debouncer.apply(&mut model);
@@ -321,6 +309,14 @@ impl Collector {
             x.last_version = self.versions.get(&id).cloned();
             extras.insert(id, x);
         }
+        let (native, conflicts) = NativeFamilies::render(
+            self.cluster.name.as_deref(),
+            &natives,
+            self.cfg.native_metrics,
+        );
+        for _ in 0..conflicts {
+            self.errors.add(ErrorSource::MemberMetricsConflict);
+        }
         if let Some(w) = &gathered.write {
             let member = self
                 .owners
@@ -383,7 +379,7 @@ impl Collector {
             collect_duration_ms,
             collect_errors: self.errors.clone(),
             probes: self.probes.clone(),
-            natives,
+            native: Arc::new(native),
             agents_up: agents.up,
         }
     }

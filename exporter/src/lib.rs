@@ -59,7 +59,7 @@ pub async fn run(
     let app = api::router(
         api::AppState {
             clusters,
-            exposer: Arc::new(metrics::Exposer::new(cfg.native_metrics)),
+            exposer: Arc::new(metrics::Exposer::new()),
             relay,
             bench,
         },

@@ -566,94 +566,206 @@ fn encode_self_families(f: &mut Families<'_, '_>) -> std::fmt::Result {
     )
 }
 
-/// Renders `/metrics` for `snaps`: our families, then the members' own families (all of
-/// them with `passthrough_all`, else only the contract's pass-through families).
-pub fn render(snaps: &[Arc<Snapshot>], passthrough_all: bool) -> String {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(SnapshotCollector {
-        snaps: snaps.to_vec(),
-    }));
-    let mut out = String::with_capacity(64 * 1024);
-    // Writing to a String cannot fail.
-    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
-    let labels: Vec<Vec<(&str, &str)>> = snaps
-        .iter()
-        .flat_map(|s| {
-            s.natives.iter().map(move |(member, _)| {
+/// One cluster's members' own families, rendered once per cycle by its collector with
+/// the `cluster` (when named) and `member` labels, each family's header and samples kept
+/// apart: at scrape time the families of several clusters are merged by concatenation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NativeFamilies {
+    families: Vec<NativeFamily>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct NativeFamily {
+    name: String,
+    /// The whole `# HELP` line, if any.
+    help: Option<String>,
+    /// The whole `# TYPE` line.
+    kind: String,
+    samples: String,
+}
+
+impl NativeFamilies {
+    /// Renders `members`' own families (all of them with `passthrough_all`, else only the
+    /// contract's pass-through families; never ours). Returns them and the number of
+    /// families dropped for a type that differs between members.
+    pub fn render(
+        cluster: Option<&str>,
+        members: &[(String, Arc<Exposition>)],
+        passthrough_all: bool,
+    ) -> (Self, usize) {
+        let labels: Vec<Vec<(&str, &str)>> = members
+            .iter()
+            .map(|(member, _)| {
                 let mut l: Vec<(&str, &str)> = Vec::with_capacity(2);
-                if let Some(c) = &s.cluster {
+                if let Some(c) = cluster {
                     l.push(("cluster", c));
                 }
                 l.push(("member", member));
                 l
             })
-        })
-        .collect();
-    let expositions: Vec<&Exposition> = snaps
+            .collect();
+        let natives: Vec<(&[(&str, &str)], &Exposition)> = labels
+            .iter()
+            .map(Vec::as_slice)
+            .zip(members.iter().map(|(_, e)| &**e))
+            .collect();
+        let own: std::collections::HashSet<String> =
+            OWN_FAMILIES.iter().map(|n| (*n).to_owned()).collect();
+        let mut text = String::with_capacity(256 * 1024 * members.len().max(1));
+        let conflicts = textformat::merge_labelled(&mut text, &natives, &own, |name| {
+            passthrough_all || is_contract_passthrough(name)
+        });
+        (Self::split(&text), conflicts)
+    }
+
+    /// Splits `merge_labelled`'s output into its families.
+    fn split(text: &str) -> Self {
+        let mut families: Vec<NativeFamily> = Vec::new();
+        let name_of = |rest: &str| rest.split(' ').next().unwrap_or_default().to_owned();
+        for line in text.split_inclusive('\n') {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                families.push(NativeFamily {
+                    name: name_of(rest),
+                    help: Some(line.to_owned()),
+                    kind: String::new(),
+                    samples: String::new(),
+                });
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = name_of(rest);
+                match families.last_mut() {
+                    Some(f) if f.name == name && f.kind.is_empty() => f.kind = line.to_owned(),
+                    _ => families.push(NativeFamily {
+                        name,
+                        help: None,
+                        kind: line.to_owned(),
+                        samples: String::new(),
+                    }),
+                }
+            } else if let Some(f) = families.last_mut() {
+                f.samples.push_str(line);
+            }
+        }
+        NativeFamilies { families }
+    }
+}
+
+/// Renders `/metrics` for `snaps`: our families, then the members' own families of every
+/// cluster, each family once (a family whose type differs between clusters keeps the
+/// first cluster's samples).
+pub fn render(snaps: &[Arc<Snapshot>]) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector {
+        snaps: snaps.to_vec(),
+    }));
+    let native_bytes: usize = snaps
         .iter()
-        .flat_map(|s| s.natives.iter().map(|(_, e)| &**e))
-        .collect();
-    let natives: Vec<(&[(&str, &str)], &Exposition)> =
-        labels.iter().map(Vec::as_slice).zip(expositions).collect();
-    let own: std::collections::HashSet<String> =
-        OWN_FAMILIES.iter().map(|n| (*n).to_owned()).collect();
-    textformat::merge_labelled(&mut out, &natives, &own, |name| {
-        passthrough_all || is_contract_passthrough(name)
-    });
+        .flat_map(|s| &s.native.families)
+        .map(|f| f.samples.len() + f.kind.len() + f.help.as_ref().map_or(0, String::len))
+        .sum();
+    let mut out = String::with_capacity(64 * 1024 + native_bytes);
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+    let mut order: Vec<&str> = Vec::new();
+    let mut groups: std::collections::HashMap<&str, Vec<&NativeFamily>> =
+        std::collections::HashMap::new();
+    for f in snaps.iter().flat_map(|s| &s.native.families) {
+        groups
+            .entry(f.name.as_str())
+            .or_insert_with(|| {
+                order.push(f.name.as_str());
+                Vec::new()
+            })
+            .push(f);
+    }
+    for name in order {
+        let Some(group) = groups.get(name) else {
+            continue;
+        };
+        let Some(first) = group.first() else { continue };
+        if let Some(help) = group.iter().find_map(|f| f.help.as_deref()) {
+            out.push_str(help);
+        }
+        out.push_str(&first.kind);
+        for f in group.iter().filter(|f| f.kind == first.kind) {
+            out.push_str(&f.samples);
+        }
+    }
     out
 }
 
-/// The rendered `/metrics`, kept until a cluster publishes a new snapshot.
+/// The rendered `/metrics`, kept until a cluster publishes a new snapshot. While one
+/// request renders the new text, the others are answered with the previous one (at most
+/// one cycle old) instead of waiting.
 #[derive(Default)]
 pub struct Exposer {
-    passthrough_all: bool,
-    last: Mutex<Option<Rendered>>,
+    last: Mutex<Option<Arc<Rendered>>>,
+    rendering: Mutex<()>,
 }
 
 struct Rendered {
     /// Each cluster's cycle when this was rendered.
     cycles: Vec<u64>,
     text: Bytes,
-    gzip: Option<Bytes>,
+    gzip: std::sync::OnceLock<Bytes>,
+}
+
+impl Rendered {
+    fn body(&self, gzip: bool) -> Bytes {
+        if !gzip {
+            return self.text.clone();
+        }
+        self.gzip
+            .get_or_init(|| {
+                let mut z = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(self.text.len() / 6),
+                    flate2::Compression::fast(),
+                );
+                // Writing to a Vec cannot fail.
+                let _ = z.write_all(&self.text);
+                Bytes::from(z.finish().unwrap_or_default())
+            })
+            .clone()
+    }
 }
 
 impl Exposer {
-    pub fn new(passthrough_all: bool) -> Self {
-        Exposer {
-            passthrough_all,
-            last: Mutex::new(None),
-        }
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn latest(&self) -> Option<Arc<Rendered>> {
+        // A poisoned lock only means a render panicked; what it holds is still whole.
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The exposition of `snaps`, gzip-compressed when `gzip`.
     pub fn get(&self, snaps: &[Arc<Snapshot>], gzip: bool) -> Bytes {
         let cycles: Vec<u64> = snaps.iter().map(|s| s.cycle).collect();
-        // A poisoned lock only means a render panicked; the cache is rebuilt.
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.as_ref().is_none_or(|r| r.cycles != cycles) {
-            *last = Some(Rendered {
-                cycles,
-                text: Bytes::from(render(snaps, self.passthrough_all)),
-                gzip: None,
-            });
+        let current = self.latest();
+        if let Some(r) = current.as_ref().filter(|r| r.cycles == cycles) {
+            return r.body(gzip);
         }
-        let Some(r) = last.as_mut() else {
-            return Bytes::new();
+        let _rendering = match (self.rendering.try_lock(), current) {
+            (Ok(guard), _) => guard,
+            (Err(std::sync::TryLockError::Poisoned(p)), _) => p.into_inner(),
+            (Err(std::sync::TryLockError::WouldBlock), Some(previous)) => {
+                return previous.body(gzip)
+            }
+            (Err(std::sync::TryLockError::WouldBlock), None) => {
+                self.rendering.lock().unwrap_or_else(|p| p.into_inner())
+            }
         };
-        if !gzip {
-            return r.text.clone();
+        // Someone may have rendered these cycles while this request waited.
+        if let Some(r) = self.latest().filter(|r| r.cycles == cycles) {
+            return r.body(gzip);
         }
-        r.gzip
-            .get_or_insert_with(|| {
-                let mut z = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(r.text.len() / 6),
-                    flate2::Compression::fast(),
-                );
-                // Writing to a Vec cannot fail.
-                let _ = z.write_all(&r.text);
-                Bytes::from(z.finish().unwrap_or_default())
-            })
-            .clone()
+        let rendered = Arc::new(Rendered {
+            cycles,
+            text: Bytes::from(render(snaps)),
+            gzip: std::sync::OnceLock::new(),
+        });
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(rendered.clone());
+        rendered.body(gzip)
     }
 }
 
@@ -681,7 +793,12 @@ mod tests {
         assert_eq!(percentile(&[7.0], 0.01), Some(7.0));
     }
 
-    fn snapshot(cluster: Option<&str>, member: &str, native: &str) -> Arc<Snapshot> {
+    fn snapshot(
+        cluster: Option<&str>,
+        member: &str,
+        native: &str,
+        passthrough_all: bool,
+    ) -> Arc<Snapshot> {
         use crate::model::{derive, Facts, MemberInfo, MemberObservation, StatusFacts};
         let mut s = Snapshot::empty(cluster.map(str::to_owned), 5000);
         s.cycle = 1;
@@ -715,10 +832,11 @@ mod tests {
         s.leader_changes_total = 1;
         s.collect_errors.add(ErrorSource::Agent);
         s.probes.write.observe(0.002);
-        s.natives = vec![(
+        let members = [(
             member.to_owned(),
             Arc::new(textformat::parse(native).expect("parse")),
         )];
+        s.native = Arc::new(NativeFamilies::render(cluster, &members, passthrough_all).0);
         Arc::new(s)
     }
 
@@ -726,8 +844,8 @@ mod tests {
 
     #[test]
     fn render_is_valid_and_keeps_our_families_over_members() {
-        let snaps = [snapshot(None, "a", NATIVE)];
-        let all = render(&snaps, true);
+        let snaps = [snapshot(None, "a", NATIVE, true)];
+        let all = render(&snaps);
         let exp = textformat::parse(&all).expect("our output parses");
         assert_eq!(
             exp.family("etcd_member_up").map(|f| f.samples.len()),
@@ -744,7 +862,7 @@ mod tests {
         assert!(all.contains("etcd_probe_write_duration_seconds_bucket{le=\"0.002\"} 1\n"));
         assert!(all.contains("etcd_probe_write_duration_seconds_count 1\n"));
         assert!(all.contains("go_goroutines{member=\"a\"} 9\n"));
-        let few = render(&snaps, false);
+        let few = render(&[snapshot(None, "a", NATIVE, false)]);
         assert!(few.contains("etcd_server_proposals_pending{member=\"a\"} 0\n"));
         assert!(!few.contains("go_goroutines"));
     }
@@ -752,10 +870,10 @@ mod tests {
     #[test]
     fn several_clusters_share_each_family_and_are_told_apart() {
         let snaps = [
-            snapshot(Some("east"), "m1", NATIVE),
-            snapshot(Some("west"), "m1", NATIVE),
+            snapshot(Some("east"), "m1", NATIVE, true),
+            snapshot(Some("west"), "m1", NATIVE, true),
         ];
-        let text = render(&snaps, true);
+        let text = render(&snaps);
         let exp = textformat::parse(&text).expect("parses: each family once");
         let up = exp.family("etcd_member_up").expect("etcd_member_up");
         let clusters: Vec<Option<&str>> = up.samples.iter().map(|s| s.label("cluster")).collect();
@@ -775,17 +893,44 @@ mod tests {
     #[test]
     fn a_cluster_before_its_first_cycle_has_only_error_counters() {
         let fresh = Arc::new(Snapshot::empty(Some("new".into()), 5000));
-        let text = render(&[fresh], true);
+        let text = render(&[fresh]);
         assert!(!text.contains("etcd_cluster_healthy"), "{text}");
         assert!(text
             .contains("etcd_monitor_collect_errors_total{cluster=\"new\",source=\"status\"} 0\n"));
     }
 
     #[test]
+    fn a_family_whose_type_differs_between_members_is_kept_from_the_first() {
+        let other =
+            "# TYPE etcd_server_proposals_pending counter\netcd_server_proposals_pending 3\n";
+        let members = [
+            (
+                "a".to_owned(),
+                Arc::new(textformat::parse(NATIVE).expect("parse")),
+            ),
+            (
+                "b".to_owned(),
+                Arc::new(textformat::parse(other).expect("parse")),
+            ),
+        ];
+        let (native, conflicts) = NativeFamilies::render(None, &members, true);
+        assert_eq!(
+            conflicts, 1,
+            "our own etcd_member_up is not a conflict: it is left out"
+        );
+        let mut s = Snapshot::empty(None, 5000);
+        s.native = Arc::new(native);
+        let text = render(&[Arc::new(s)]);
+        assert!(text.contains("etcd_server_proposals_pending{member=\"a\"} 0\n"));
+        assert!(!text.contains("member=\"b\""), "{text}");
+        textformat::parse(&text).expect("valid");
+    }
+
+    #[test]
     fn the_exposer_renders_once_per_cycle_and_gzips_the_same_text() {
         use std::io::Read as _;
-        let exposer = Exposer::new(true);
-        let snaps = [snapshot(None, "a", NATIVE)];
+        let exposer = Exposer::new();
+        let snaps = [snapshot(None, "a", NATIVE, true)];
         let plain = exposer.get(&snaps, false);
         let zipped = exposer.get(&snaps, true);
         let mut unzipped = String::new();

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::model::{ClusterModel, LeaderChange};
-use crate::textformat::Exposition;
 
 /// Where a collection error came from: the `source` label of
 /// `etcd_monitor_collect_errors_total`.
@@ -259,8 +258,8 @@ pub struct Snapshot {
     pub collect_duration_ms: f64,
     pub collect_errors: ErrorCounts,
     pub probes: ProbeHistograms,
-    /// Each answering member's own `/metrics`, by member name.
-    pub natives: Vec<(String, Arc<Exposition>)>,
+    /// The answering members' own families, rendered for `/metrics`.
+    pub native: Arc<crate::metrics::NativeFamilies>,
     /// Per agent URL: whether it answered with a valid, fresh snapshot of a known member.
     pub agents_up: Vec<(String, bool)>,
 }
@@ -287,7 +286,7 @@ impl Snapshot {
             collect_duration_ms: 0.0,
             collect_errors: ErrorCounts::default(),
             probes: ProbeHistograms::default(),
-            natives: Vec::new(),
+            native: Arc::default(),
             agents_up: Vec::new(),
         }
     }

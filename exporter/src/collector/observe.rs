@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::agents::{AgentReport, AgentTarget, Attribution};
 use crate::model::{ClusterModel, Facts, MemberInfo, MemberObservation};
 use crate::snapshot::{AgentStatus, MemberExtras};
-use crate::textformat::{self, Exposition, Kind};
+use crate::textformat::{self, Exposition};
 
 use super::gather::{Answers, Gathered, MemberError};
 use super::{Consistency, ErrorSource};
@@ -61,12 +61,6 @@ pub struct Observation {
     pub errors: Vec<ErrorSource>,
 }
 
-/// Which of a member's own families are re-exposed (ours are never repeated).
-pub struct Passthrough<'a> {
-    pub own: &'a dyn Fn(&str) -> bool,
-    pub keep: &'a dyn Fn(&str) -> bool,
-}
-
 fn host_port(url: &str) -> String {
     url.split("://")
         .nth(1)
@@ -99,7 +93,6 @@ pub fn observe(
     gathered: &Gathered,
     known: &[MemberInfo],
     memory: &HashMap<u64, NativeMemory>,
-    passthrough: &Passthrough<'_>,
     now: Instant,
 ) -> Observation {
     let outcomes: Vec<Result<&Answers, MemberError>> = gathered
@@ -226,15 +219,6 @@ pub fn observe(
         obs.members.insert(id, findings);
     }
     obs.request_rate = rate;
-    let natives = obs
-        .members
-        .values()
-        .filter_map(|f| f.native.as_ref().map(|(e, _)| &**e));
-    let conflicts = type_conflicts(natives, passthrough);
-    obs.errors.extend(std::iter::repeat_n(
-        ErrorSource::MemberMetricsConflict,
-        conflicts,
-    ));
     obs
 }
 
@@ -318,27 +302,6 @@ fn recent_quantile(now: Option<&[(f64, f64)]>, before: Option<&[(f64, f64)]>) ->
         _ => textformat::histogram_quantile(0.95, now),
     };
     q.map(|s| s * 1e3)
-}
-
-/// Passed-through families whose type differs from the first member's: they are left out
-/// of `/metrics` for that member.
-fn type_conflicts<'a>(
-    natives: impl Iterator<Item = &'a Exposition>,
-    passthrough: &Passthrough<'_>,
-) -> usize {
-    let mut first: HashMap<&str, Kind> = HashMap::new();
-    let mut conflicts = 0;
-    for exp in natives {
-        for f in &exp.families {
-            if (passthrough.own)(&f.name) || !(passthrough.keep)(&f.name) {
-                continue;
-            }
-            if *first.entry(f.name.as_str()).or_insert(f.kind) != f.kind {
-                conflicts += 1;
-            }
-        }
-    }
-    conflicts
 }
 
 /// What the agents said, matched to the model's members.

@@ -80,18 +80,7 @@ fn run_at(
     memory: &HashMap<u64, NativeMemory>,
     now: Instant,
 ) -> Observation {
-    let own = |n: &str| n == "etcd_member_up";
-    let keep = |_: &str| true;
-    observe(
-        g,
-        known,
-        memory,
-        &Passthrough {
-            own: &own,
-            keep: &keep,
-        },
-        now,
-    )
+    observe(g, known, memory, now)
 }
 
 fn count(obs: &Observation, source: ErrorSource) -> usize {
@@ -219,25 +208,6 @@ fn the_request_rate_is_the_unary_delta_over_the_time_between_cycles() {
     let memory = HashMap::from([(1, earlier)]);
     let obs = run_at(&g, &[info(1)], &memory, then + Duration::from_secs(5));
     assert_eq!(obs.request_rate, Some(10.0), "(150 - 100) / 5 s");
-}
-
-#[test]
-fn a_family_whose_type_differs_between_members_is_a_conflict() {
-    let mut other = answers(2, 1, &[1, 2]);
-    other.metrics = Ok(Arc::new(
-        textformat::parse("# TYPE etcd_debugging_mvcc_watcher_total counter\netcd_debugging_mvcc_watcher_total 3\n# TYPE etcd_member_up counter\netcd_member_up 1\n")
-            .expect("parse"),
-    ));
-    let g = gathered(vec![
-        asked(1, Ok(answers(1, 1, &[1, 2]))),
-        asked(2, Ok(other)),
-    ]);
-    let obs = run(&g, &[info(1), info(2)], &HashMap::new());
-    assert_eq!(
-        count(&obs, ErrorSource::MemberMetricsConflict),
-        1,
-        "our own family names are not conflicts, they are never passed through"
-    );
 }
 
 #[test]
