@@ -66,26 +66,26 @@ struct Target {
     slot: Arc<Mutex<()>>,
 }
 
-/// What the endpoint needs.
+/// What the endpoint needs: the token and the clusters it may load, each with its slot.
 #[derive(Clone)]
 pub struct BenchState {
-    pub token: common::secret::Secret,
-    pub etcd: common::etcd::EtcdConfig,
-    pub prefix: String,
-    /// Held while a run is in progress.
-    pub running: Arc<Mutex<()>>,
+    token: common::secret::Secret,
+    targets: Arc<[Target]>,
 }
 
 impl BenchState {
-    fn targets(&self) -> Vec<Target> {
-        vec![Target {
-            spec: BenchTarget {
-                cluster: None,
-                etcd: self.etcd.clone(),
-                prefix: self.prefix.clone(),
-            },
-            slot: self.running.clone(),
-        }]
+    /// The endpoint for `targets` (names unique; one target may be unnamed).
+    pub fn new(token: common::secret::Secret, targets: Vec<BenchTarget>) -> BenchState {
+        BenchState {
+            token,
+            targets: targets
+                .into_iter()
+                .map(|spec| Target {
+                    spec,
+                    slot: Arc::new(Mutex::new(())),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -314,8 +314,7 @@ pub async fn handle(
         ));
     }
     let Query(query) = query.map_err(|e| bad(format!("invalid query: {}", e.body_text())))?;
-    let targets = s.targets();
-    let target = select(&targets, query.cluster.as_deref())?;
+    let target = select(&s.targets, query.cluster.as_deref())?;
     let req: BenchRequest =
         serde_json::from_slice(&body).map_err(|e| bad(format!("invalid request: {e}")))?;
     let params = params(&req, &target.spec.prefix)?;

@@ -308,3 +308,86 @@ async fn collection_stays_on_time_during_a_benchmark() {
     )
     .await;
 }
+
+/// The --config entry for `cluster` named `name`, from the flags the harness gives a
+/// single-cluster exporter.
+fn entry(name: &str, cluster: &EtcdCluster) -> String {
+    let flags = tests::exporter::cluster_flags(cluster);
+    let mut yaml = format!("  - name: {name}\n");
+    for pair in flags.chunks(2) {
+        let key = pair[0].trim_start_matches("--").replace('-', "_");
+        yaml.push_str(&format!("    {key}: {:?}\n", pair[1]));
+    }
+    yaml
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_clusters_a_run_names_its_cluster_and_each_has_its_own_slot() {
+    tests::init_logs();
+    let east = EtcdCluster::start(3).await;
+    let west = EtcdCluster::start(3).await;
+    let config = east.dir.path().join("clusters.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "clusters:\n{}{}",
+            entry("east", &east),
+            entry("west", &west)
+        ),
+    )
+    .expect("write config");
+    let token_file = east.dir.path().join("bench-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write");
+    let exp = RunningExporter::start(&[
+        "--config".into(),
+        config.to_string_lossy().into_owned(),
+        "--interval".into(),
+        "5s".into(),
+        "--benchmark-token-file".into(),
+        token_file.to_string_lossy().into_owned(),
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let post_to = |cluster: Option<&str>, body: serde_json::Value| {
+        let url = match cluster {
+            Some(c) => exp.url(&format!("/api/v1/performance/benchmark?cluster={c}")),
+            None => exp.url("/api/v1/performance/benchmark"),
+        };
+        let req = http.post(url).bearer_auth(TOKEN).json(&body);
+        async move {
+            let resp = req.send().await.expect("POST");
+            let code = resp.status().as_u16();
+            (
+                code,
+                resp.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let small = serde_json::json!({"workload": "write", "clients": 2, "total": 50});
+
+    let (code, body) = post_to(None, small.clone()).await;
+    assert_eq!(code, 400, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("east") && error.contains("west"), "{body}");
+    let (code, body) = post_to(Some("north"), small.clone()).await;
+    assert_eq!(code, 404, "{body}");
+
+    // A run on east holds east's slot only.
+    let long = tokio::spawn(post_to(
+        Some("east"),
+        serde_json::json!({"workload": "write", "duration": 3.0, "rate": 50}),
+    ));
+    wait_for("east's run to write", Duration::from_secs(3), || async {
+        (count_keys(&east, PREFIX).await > 0).then_some(())
+    })
+    .await;
+    let (code, body) = post_to(Some("east"), small.clone()).await;
+    assert_eq!(code, 409, "{body}");
+    let (code, report) = post_to(Some("west"), small.clone()).await;
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["writes"]["ok"], 50);
+    assert_eq!(count_keys(&west, PREFIX).await, 0);
+    let (code, report) = long.await.expect("join");
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(count_keys(&east, PREFIX).await, 0);
+}
