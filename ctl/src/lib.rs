@@ -1,0 +1,14 @@
+//! etcd-monitor-ctl as a library: the cluster view ([`cluster`]), the guards that refuse
+//! risky maintenance ([`guard`]), the operations ([`ops`], [`snapshot`]) and their
+//! rendering ([`output`]). The binary ([`cli`]) and the exporter's maintenance API both
+//! call these, so both refuse the same things for the same reasons.
+
+pub mod cli;
+pub mod cluster;
+pub mod guard;
+pub mod ops;
+pub mod output;
+pub mod snapshot;
+
+pub use cluster::{gather, ClusterView, MemberView, Verdict};
+pub use guard::Refusal;
