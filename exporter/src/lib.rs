@@ -46,16 +46,19 @@ pub async fn run(
                 .map_err(|e| anyhow::anyhow!("cannot build the HTTP client for the relay: {e}"))?,
         )),
     };
-    let first = &cfg.clusters[0];
-    let bench = cfg
-        .benchmark_token
-        .as_ref()
-        .map(|token| benchmark::BenchState {
-            token: token.clone(),
-            etcd: first.etcd.clone(),
-            prefix: format!("{}bench/", cfg.probe_prefix),
-            running: Arc::new(tokio::sync::Mutex::new(())),
-        });
+    let bench = cfg.benchmark_token.as_ref().map(|token| {
+        benchmark::BenchState::new(
+            token.clone(),
+            cfg.clusters
+                .iter()
+                .map(|c| benchmark::BenchTarget {
+                    cluster: c.name.clone(),
+                    etcd: c.etcd.clone(),
+                    prefix: format!("{}bench/", cfg.probe_prefix),
+                })
+                .collect(),
+        )
+    });
     let app = api::router(
         api::AppState {
             clusters,
