@@ -268,10 +268,7 @@ pub async fn gather(cfg: &EtcdConfig, deadline: Duration) -> Result<ClusterView,
 }
 
 async fn gather_inner(cfg: &EtcdConfig) -> Result<ClusterView, GatherError> {
-    let mut client = cfg
-        .connect_all()
-        .await
-        .map_err(|e| GatherError::Connect(error_chain(&e)))?;
+    let mut client = connect_any(cfg).await.map_err(GatherError::Connect)?;
     let list = client
         .member_list()
         .await
@@ -305,6 +302,25 @@ async fn gather_inner(cfg: &EtcdConfig) -> Result<ClusterView, GatherError> {
         alarms,
         alarms_error,
     })
+}
+
+/// A client to the first configured endpoint that answers, tried in order. (A balanced
+/// client over all endpoints may send the first request to a dead member and fail it.)
+pub async fn connect_any(cfg: &EtcdConfig) -> Result<Client, String> {
+    let mut errors = Vec::new();
+    for url in &cfg.endpoints {
+        let ep = endpoint_str(url);
+        let attempt = async {
+            let mut c = cfg.connect(&ep).await?;
+            c.status().await?;
+            Ok::<_, etcd_client::Error>(c)
+        };
+        match attempt.await {
+            Ok(c) => return Ok(c),
+            Err(e) => errors.push(format!("{ep}: {}", error_chain(&e))),
+        }
+    }
+    Err(errors.join("; "))
 }
 
 async fn probe_member(

@@ -363,7 +363,12 @@ pub async fn member_promote(c: &mut Client, id: u64) -> Result<(), OpError> {
     Ok(())
 }
 
-/// A client over every configured endpoint.
+/// A client to the first configured endpoint that answers.
 pub async fn connect(cfg: &EtcdConfig) -> Result<Client, OpError> {
-    cfg.connect_all().await.map_err(etcd("connect"))
+    crate::cluster::connect_any(cfg)
+        .await
+        .map_err(|message| OpError::Etcd {
+            what: "connect",
+            message,
+        })
 }
