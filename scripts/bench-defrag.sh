@@ -131,8 +131,6 @@ fragment
 load no-defrag
 load rolling-defrag "$ctl" --endpoints "$eps" --command-timeout 5s defrag --rolling
 fragment
-load rolling-defrag-frag "$ctl" --endpoints "$eps" --command-timeout 5s defrag --rolling
-fragment
 load all-at-once "$ctl" --endpoints "$eps" --command-timeout 5s --force defrag
 echo
 echo "etcd $(etcd --version | sed -n 's/^etcd Version: //p'), $KEYS keys x $VAL_SIZE B, load $RATE writes/s for ${LOAD_SECONDS}s, defrag ${DEFRAG_AFTER}s in"
