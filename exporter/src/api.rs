@@ -299,6 +299,7 @@ async fn clusters(State(s): State<AppState>) -> Response {
                 "member_count": snap.model.member_count,
                 "healthy_members": snap.model.healthy_members,
                 "quorum_size": snap.model.quorum_size,
+                "maintenance": snap.maintenance,
             })
         })
         .collect();
@@ -312,6 +313,8 @@ struct ClusterStatus<'a> {
     #[serde(flatten)]
     model: &'a crate::model::ClusterModel,
     leader_changes_total: u64,
+    leader_changes_planned_total: u64,
+    maintenance: Option<&'a ctl::marker::Marker>,
     request_rate_per_second: Option<f64>,
 }
 
@@ -322,6 +325,8 @@ async fn cluster_status(State(s): State<AppState>, q: ClusterArg) -> Result<Resp
         at_unix_ms: snap.at_unix_ms,
         model: &snap.model,
         leader_changes_total: snap.leader_changes_total,
+        leader_changes_planned_total: snap.leader_changes_planned_total,
+        maintenance: snap.maintenance.as_ref(),
         request_rate_per_second: snap.request_rate_per_second,
     })
     .into_response())

@@ -71,6 +71,8 @@ pub struct Collector {
     writes: VecDeque<ProbeRecord>,
     history: VecDeque<HistoryPoint>,
     errors: ErrorCounts,
+    /// The maintenance marker the last cycle saw.
+    maintenance: Option<ctl::marker::Marker>,
     cycle: u64,
 }
 
@@ -98,6 +100,7 @@ impl Collector {
             writes: VecDeque::new(),
             history: VecDeque::new(),
             errors: ErrorCounts::default(),
+            maintenance: None,
             cycle: 0,
         })
     }
@@ -250,14 +253,33 @@ impl Collector {
         let at_ms = unix_ms(wall);
         self.last_leader = model.leader.as_ref().map(|l| l.id);
         if let Some(change) = self.tracker.observe(&model, wall) {
+            // A marker up now or in the previous cycle: the change is the maintenance's
+            // (a leader moved away before its defragmentation).
+            let during = obs.maintenance.as_ref().or(self.maintenance.as_ref());
+            if let Some(m) = during {
+                self.tracker.mark_planned(m.operation.as_str());
+            }
             tracing::warn!(
                 cluster = self.cluster.name.as_deref().unwrap_or(""),
                 from = change.from.as_deref().unwrap_or("-"),
                 to = %change.to,
                 term = change.term,
+                planned = during.map(|m| m.operation.as_str()).unwrap_or(""),
                 "leader changed"
             );
         }
+        if obs.maintenance != self.maintenance {
+            match &obs.maintenance {
+                Some(m) => {
+                    tracing::info!(cluster = self.cluster.name.as_deref().unwrap_or(""), operation = %m.operation, by = %m.by, "maintenance started")
+                }
+                None => tracing::info!(
+                    cluster = self.cluster.name.as_deref().unwrap_or(""),
+                    "maintenance ended"
+                ),
+            }
+        }
+        self.maintenance.clone_from(&obs.maintenance);
         self.log_up_down(&model);
         self.forget_departed(&model);
 
@@ -370,6 +392,8 @@ impl Collector {
             interval_ms: self.cfg.interval.as_millis() as u64,
             leader_history: self.tracker.history().cloned().collect(),
             leader_changes_total: self.tracker.changes_total(),
+            leader_changes_planned_total: self.tracker.planned_total(),
+            maintenance: obs.maintenance,
             model,
             extras,
             agents: agents.statuses,

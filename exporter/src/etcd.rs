@@ -240,6 +240,22 @@ pub async fn probe_read(
     Ok(started.elapsed())
 }
 
+/// The value of `key`, if it exists (a serializable read: any member's view will do).
+pub async fn get_value(
+    client: &mut Client,
+    key: &str,
+    deadline: Instant,
+) -> Result<Option<Vec<u8>>, String> {
+    let resp = timeout_at(
+        deadline,
+        client.get(key, Some(GetOptions::new().with_serializable())),
+    )
+    .await
+    .map_err(|_| deadline_error("get"))?
+    .map_err(|e| format!("get {key}: {}", describe(&e)))?;
+    Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+}
+
 /// Times one write of `value` to `key`.
 pub async fn probe_write(
     client: &mut Client,

@@ -40,6 +40,8 @@ const OWN_FAMILIES: &[&str] = &[
     "etcd_cluster_quorum_size",
     "etcd_cluster_healthy_members",
     "etcd_cluster_leader_changes_total",
+    "etcd_cluster_leader_changes_planned_total",
+    "etcd_cluster_maintenance",
     "etcd_cluster_split_brain",
     "etcd_cluster_partitioned_members",
     "etcd_cluster_revision_divergence",
@@ -288,6 +290,33 @@ fn encode_cluster_families(f: &mut Families<'_, '_>) -> std::fmt::Result {
         "etcd_cluster_leader_changes",
         "Leader changes seen by the exporter",
         &changes,
+    )?;
+    let planned: Vec<(Labels, Value)> = collected(f.snaps)
+        .map(|s| (cluster_labels(s), int(s.leader_changes_planned_total)))
+        .collect();
+    f.family(
+        MetricType::Counter,
+        "etcd_cluster_leader_changes_planned",
+        "Leader changes seen while a maintenance marker was up (planned, not faults)",
+        &planned,
+    )?;
+    let maintenance: Vec<(Labels, Value)> = collected(f.snaps)
+        .map(|s| {
+            let mut l = cluster_labels(s);
+            match &s.maintenance {
+                Some(m) => {
+                    l.push(("operation", m.operation.as_str().to_owned()));
+                    (l, Value::Int(1))
+                }
+                None => (l, Value::Int(0)),
+            }
+        })
+        .collect();
+    f.family(
+        MetricType::Gauge,
+        "etcd_cluster_maintenance",
+        "1 while maintenance (etcd-monitor-ctl or the maintenance API) runs on the cluster, with its operation",
+        &maintenance,
     )?;
     f.cluster("etcd_cluster_split_brain", "1 when members disagree about the leader in a way raft does not allow, or report different cluster IDs", |s| flag(s.model.split_brain))?;
     f.cluster(

@@ -439,6 +439,10 @@ pub struct LeaderChange {
     #[serde(serialize_with = "hex_id")]
     pub to_id: u64,
     pub term: u64,
+    /// The maintenance operation running when it happened: a planned change (a leader
+    /// moved away before its defragmentation), not a fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planned: Option<String>,
 }
 
 /// The leader seen across cycles and the last [`LEADER_HISTORY`] changes.
@@ -447,6 +451,7 @@ pub struct LeaderTracker {
     last: Option<LeaderRef>,
     history: VecDeque<LeaderChange>,
     changes_total: u64,
+    planned_total: u64,
 }
 
 impl LeaderTracker {
@@ -470,6 +475,7 @@ impl LeaderTracker {
                 to: now.name.clone(),
                 to_id: now.id,
                 term: now.term,
+                planned: None,
             }),
             None => None,
         };
@@ -490,6 +496,20 @@ impl LeaderTracker {
 
     pub fn changes_total(&self) -> u64 {
         self.changes_total
+    }
+
+    /// Marks the last change as planned by `operation` (it was seen while a maintenance
+    /// marker was up).
+    pub fn mark_planned(&mut self, operation: &str) {
+        if let Some(c) = self.history.back_mut().filter(|c| c.planned.is_none()) {
+            c.planned = Some(operation.to_owned());
+            self.planned_total += 1;
+        }
+    }
+
+    /// Changes marked planned so far.
+    pub fn planned_total(&self) -> u64 {
+        self.planned_total
     }
 }
 

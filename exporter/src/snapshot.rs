@@ -252,6 +252,10 @@ pub struct Snapshot {
     pub agents: BTreeMap<String, AgentStatus>,
     pub leader_history: Vec<LeaderChange>,
     pub leader_changes_total: u64,
+    /// Leader changes seen while a maintenance marker was up.
+    pub leader_changes_planned_total: u64,
+    /// The maintenance running on the cluster (its marker key), if any.
+    pub maintenance: Option<ctl::marker::Marker>,
     pub request_rate_per_second: Option<f64>,
     pub latency: Arc<Latency>,
     pub history: Arc<Vec<HistoryPoint>>,
@@ -280,6 +284,8 @@ impl Snapshot {
             agents: BTreeMap::new(),
             leader_history: Vec::new(),
             leader_changes_total: 0,
+            leader_changes_planned_total: 0,
+            maintenance: None,
             request_rate_per_second: None,
             latency: Arc::default(),
             history: Arc::default(),

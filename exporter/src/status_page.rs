@@ -411,6 +411,20 @@ fn detail(out: &mut String, page: &Page<'_>, snap: &Snapshot) {
         let _ = write!(out, "<li>{}</li>", esc(r));
     }
     out.push_str("</ul>");
+    if let Some(mt) = &snap.maintenance {
+        let _ = write!(
+            out,
+            r#"<p class="small" style="margin:10px 0 0"><b>Maintenance running:</b> {}{} by {}, since {} ({}). Leader changes it causes are marked planned.</p>"#,
+            esc(mt.operation.as_str()),
+            mt.member
+                .as_deref()
+                .map(|m| format!(" on {}", esc(m)))
+                .unwrap_or_default(),
+            esc(&mt.by),
+            fmt::utc(mt.started_unix_ms),
+            fmt::ago(page.now_unix_ms, mt.started_unix_ms),
+        );
+    }
     let notes = notes(snap);
     if !notes.is_empty() {
         out.push_str(r#"<p class="small" style="margin:10px 0 0"><b>Worth a look:</b></p><ul class="reasons small">"#);
@@ -1089,12 +1103,16 @@ fn leader_timeline(out: &mut String, snap: &Snapshot, now_ms: u64, t1: u64) {
         for c in snap.leader_history.iter().rev().take(12) {
             let _ = write!(
                 out,
-                r#"<li><span class="num">{}</span> <span class="muted">({})</span> · {} → <b>{}</b> · term {}</li>"#,
+                r#"<li><span class="num">{}</span> <span class="muted">({})</span> · {} → <b>{}</b> · term {}{}</li>"#,
                 fmt::utc(c.at_unix_ms),
                 fmt::ago(now_ms, c.at_unix_ms),
                 esc(c.from.as_deref().unwrap_or("?")),
                 esc(&c.to),
-                c.term
+                c.term,
+                c.planned
+                    .as_deref()
+                    .map(|op| format!(r#" · <span class="muted">planned ({})</span>"#, esc(op)))
+                    .unwrap_or_default()
             );
         }
         out.push_str("</ul>");

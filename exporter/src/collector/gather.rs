@@ -143,6 +143,9 @@ pub struct WriteProbe {
 pub struct Gathered {
     pub members: Vec<MemberAnswers>,
     pub write: Option<WriteProbe>,
+    /// The maintenance marker's value (`None` inside: no marker), read through the
+    /// write probe's connection; `None` when there was none.
+    pub marker: Option<Result<Option<Vec<u8>>, String>>,
     pub agents: Vec<(AgentTarget, Result<AgentReport, String>)>,
 }
 
@@ -170,6 +173,11 @@ pub async fn gather(
         .into_iter()
         .enumerate()
         .map(|(i, (target, lease))| member(reach, target, lease, i == alarm_target, deadline));
+    let marker_client = writer.as_ref().map(|(_, c)| c.clone());
+    let marker = async {
+        let mut client = marker_client?;
+        Some(rpc::get_value(&mut client, ctl::marker::MARKER_KEY, deadline).await)
+    };
     let write = async {
         let (url, mut client) = writer?;
         let value = SystemTime::now()
@@ -186,14 +194,16 @@ pub async fn gather(
             agents::fetch(reach.agent_http, t, deadline).await,
         )
     });
-    let (members, write, agents) = tokio::join!(
+    let (members, write, marker, agents) = tokio::join!(
         futures::future::join_all(members),
         write,
+        marker,
         futures::future::join_all(agents)
     );
     Gathered {
         members,
         write,
+        marker,
         agents,
     }
 }

@@ -58,6 +58,8 @@ pub struct Observation {
     pub members: BTreeMap<u64, MemberFindings>,
     /// Client unary requests per second over all members, when every term is known.
     pub request_rate: Option<f64>,
+    /// The maintenance running, from its marker.
+    pub maintenance: Option<ctl::marker::Marker>,
     pub errors: Vec<ErrorSource>,
 }
 
@@ -219,6 +221,16 @@ pub fn observe(
         obs.members.insert(id, findings);
     }
     obs.request_rate = rate;
+    obs.maintenance = match &gathered.marker {
+        Some(Ok(Some(value))) => match ctl::marker::parse(value) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(key = ctl::marker::MARKER_KEY, error = %e, "ignoring an unreadable maintenance marker");
+                None
+            }
+        },
+        _ => None,
+    };
     obs
 }
 

@@ -269,6 +269,7 @@ fn everything_from_outside_is_escaped() {
         to: evil.into(),
         to_id: 1,
         term: 5,
+        planned: Some(evil.into()),
     }];
     let alerts = Alerts::Firing(vec![FiringAlert {
         name: evil.into(),

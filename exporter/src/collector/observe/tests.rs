@@ -66,6 +66,7 @@ fn gathered(members: Vec<MemberAnswers>) -> Gathered {
     Gathered {
         members,
         write: None,
+        marker: None,
         agents: vec![],
     }
 }
@@ -272,4 +273,22 @@ fn agents_are_matched_by_name_pinned_or_learnt() {
         [true, false, false, false]
     );
     assert_eq!(seen.failures, 3);
+}
+
+#[test]
+fn a_maintenance_marker_is_read_and_garbage_is_not_maintenance() {
+    let mut g = gathered(vec![asked(1, Ok(answers(1, 1, &[1])))]);
+    g.marker = Some(Ok(Some(
+        br#"{"operation":"defrag","member":"m1","by":"ctl@host","started_unix_ms":5}"#.to_vec(),
+    )));
+    let obs = run(&g, &[info(1)], &HashMap::new());
+    let m = obs.maintenance.expect("maintenance");
+    assert_eq!(
+        (m.operation.as_str(), m.member.as_deref()),
+        ("defrag", Some("m1"))
+    );
+    g.marker = Some(Ok(Some(b"not json".to_vec())));
+    assert!(run(&g, &[info(1)], &HashMap::new()).maintenance.is_none());
+    g.marker = Some(Ok(None));
+    assert!(run(&g, &[info(1)], &HashMap::new()).maintenance.is_none());
 }
