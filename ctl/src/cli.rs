@@ -9,8 +9,10 @@ use clap::{Parser, Subcommand};
 use common::etcd::{EtcdArgs, EtcdConfig};
 
 use crate::cluster::{self, ClusterView};
+use crate::defrag::{self, DefragError};
 use crate::ops::{self, OpError};
 use crate::output::{self, Output};
+use crate::rule::Rule;
 use crate::{guard, snapshot};
 
 pub const DONE: u8 = 0;
@@ -143,8 +145,8 @@ pub struct DefragArgs {
     pub dry_run: bool,
     /// Defragment only members for which this rule holds, e.g.
     /// `dbQuotaUsage > 0.8 || dbSizeFree > 200MiB`.
-    #[arg(long = "if", value_name = "RULE")]
-    pub rule: Option<String>,
+    #[arg(long = "if", value_name = "RULE", value_parser = parse_rule)]
+    pub rule: Option<Rule>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +190,10 @@ pub enum LeaseCmd {
         #[arg(long)]
         once: bool,
     },
+}
+
+fn parse_rule(raw: &str) -> Result<Rule, String> {
+    Rule::parse(raw).map_err(|e| e.to_string())
 }
 
 /// Peer URLs, checked to be `http(s)://host:port`.
@@ -273,6 +279,11 @@ where
             let _ = writeln!(err, "{PROGRAM}: {e}");
             FAILED
         }
+        Err(CliError::Defrag(e)) => {
+            // Its messages are short and carry the cause as a source: print the chain.
+            let _ = writeln!(err, "{PROGRAM}: {}", common::etcd::error_chain(&e));
+            FAILED
+        }
         Err(CliError::Output(e)) => {
             let _ = writeln!(err, "{PROGRAM}: cannot write the output: {e}");
             FAILED
@@ -295,6 +306,8 @@ pub enum CliError {
     Op(#[from] OpError),
     #[error(transparent)]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    Defrag(#[from] DefragError),
 }
 
 impl From<guard::Refusal> for CliError {
@@ -682,20 +695,42 @@ async fn lease(ctx: &Ctx, cmd: LeaseCmd, out: &mut dyn Write) -> Result<u8, CliE
     Ok(DONE)
 }
 
-async fn defrag(_ctx: &Ctx, _args: DefragArgs, _out: &mut dyn Write) -> Result<u8, CliError> {
-    Err(OpError::Etcd {
-        what: "defrag",
-        message: "not built yet".into(),
-    }
-    .into())
+async fn defrag(ctx: &Ctx, args: DefragArgs, out: &mut dyn Write) -> Result<u8, CliError> {
+    let opts = defrag::Options {
+        rolling: args.rolling,
+        dry_run: args.dry_run,
+        rule: args.rule,
+        force: ctx.force,
+        ..defrag::Options::default()
+    };
+    let result = defrag::run(&ctx.cfg, &opts).await;
+    print_defrag(ctx, result, out)
 }
 
-async fn recover_nospace(_ctx: &Ctx, _out: &mut dyn Write) -> Result<u8, CliError> {
-    Err(OpError::Etcd {
-        what: "recover-nospace",
-        message: "not built yet".into(),
+async fn recover_nospace(ctx: &Ctx, out: &mut dyn Write) -> Result<u8, CliError> {
+    let result = defrag::recover_nospace(&ctx.cfg, ctx.force).await;
+    print_defrag(ctx, result, out)
+}
+
+/// Prints the report, also the partial one of a run that stopped half-way (then the
+/// error line says where and why).
+fn print_defrag(
+    ctx: &Ctx,
+    result: Result<defrag::Report, DefragError>,
+    out: &mut dyn Write,
+) -> Result<u8, CliError> {
+    match result {
+        Ok(report) => {
+            ctx.print(out, &report, || report.to_string())?;
+            Ok(DONE)
+        }
+        Err(e) => {
+            if let Some(report) = e.report() {
+                ctx.print(out, report, || report.to_string())?;
+            }
+            Err(e.into())
+        }
     }
-    .into())
 }
 
 #[cfg(test)]

@@ -168,6 +168,10 @@ async fn status_keys_watch_leases_cas_and_snapshot() {
     assert!(not.contains("\"new\""), "{not}");
     assert_eq!(ctl_ok(eps, &["get", "cfg"], 0).await, "cfg\nnew\n");
 
+    // defrag --dry-run: the plan, the leader last, nothing done.
+    let plan = ctl_ok(eps, &["defrag", "--rolling", "--dry-run"], 0).await;
+    assert!(plan.contains("dry run"), "{plan}");
+
     // member list.
     let list = ctl_ok(eps, &["member", "list"], 0).await;
     assert_eq!(list.lines().count(), 4, "{list}");
@@ -252,30 +256,43 @@ async fn member_remove_refuses_when_a_member_is_down() {
     assert_eq!(list.lines().count(), 4, "{list}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nospace_disarm_refuses_until_compact_and_defrag() {
-    tests::init_logs();
-    let quota = 3 * 1024 * 1024;
-    let cluster = EtcdCluster::start_with(ClusterOptions {
+/// A 3-member cluster with a 3 MiB quota.
+async fn tiny_quota_cluster() -> EtcdCluster {
+    EtcdCluster::start_with(ClusterOptions {
         size: 3,
-        quota_backend_bytes: Some(quota),
+        quota_backend_bytes: Some(3 * 1024 * 1024),
         ..ClusterOptions::default()
     })
-    .await;
-    let eps = cluster.endpoints();
-    let eps = eps.as_str();
+    .await
+}
+
+/// Writes 64 KiB values to `keys` keys in turn until etcd refuses with NOSPACE (few keys:
+/// the space is mostly history, which compaction frees).
+async fn fill_until_nospace(cluster: &EtcdCluster, keys: u64) {
     let mut c = cluster.client(0).await;
     let value = vec![b'x'; 64 * 1024];
-    let mut i = 0;
+    let mut i = 0u64;
     loop {
         i += 1;
         assert!(i < 500, "the quota never filled");
-        match c.put(format!("fill/{i}"), value.clone(), None).await {
+        match c
+            .put(format!("fill/{}", i % keys), value.clone(), None)
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.to_string().contains("database space exceeded") => break,
             Err(e) => panic!("put: {e}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nospace_disarm_refuses_until_compact_and_defrag() {
+    tests::init_logs();
+    let cluster = tiny_quota_cluster().await;
+    let eps = cluster.endpoints();
+    let eps = eps.as_str();
+    fill_until_nospace(&cluster, 1000).await;
     let alarms = ctl_ok(eps, &["alarm", "list"], 0).await;
     assert!(alarms.contains("alarm:NOSPACE"), "{alarms}");
 
@@ -310,6 +327,32 @@ async fn nospace_disarm_refuses_until_compact_and_defrag() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_nospace_alone_restores_writes() {
+    tests::init_logs();
+    let cluster = tiny_quota_cluster().await;
+    let eps = cluster.endpoints();
+    let eps = eps.as_str();
+    // recover-nospace frees history, not data: four keys overwritten fill the quota.
+    fill_until_nospace(&cluster, 4).await;
+    let plain = ctl(eps, &["defrag", "--rolling"]).await;
+    assert_eq!(
+        plain.code,
+        Some(1),
+        "a rolling defrag refuses with NOSPACE raised"
+    );
+    let r = ctl(eps, &["recover-nospace"]).await;
+    assert_eq!(
+        r.code,
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        r.stdout,
+        r.stderr
+    );
+    assert_eq!(ctl_ok(eps, &["alarm", "list"], 0).await, "no alarms\n");
+    assert_eq!(ctl_ok(eps, &["put", "after", "ok"], 0).await, "OK\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_exits_2_naming_the_flag() {
     for (args, flag) in [
         (vec!["put", "k", "v", "--lease", "zz"], "--lease"),
@@ -321,6 +364,7 @@ async fn bad_input_exits_2_naming_the_flag() {
             "--peer-urls",
         ),
         (vec!["lease", "grant", "0"], "TTL"),
+        (vec!["defrag", "--rolling", "--if", "dbSize >"], "--if"),
     ] {
         let f = ctl("http://127.0.0.1:1", &args).await;
         assert_eq!(f.code, Some(2), "{args:?}: {}", f.stderr);
