@@ -13,7 +13,7 @@ use crate::defrag::{self, DefragError};
 use crate::ops::{self, OpError};
 use crate::output::{self, Output};
 use crate::rule::Rule;
-use crate::{guard, snapshot};
+use crate::{guard, maintenance, snapshot};
 
 pub const DONE: u8 = 0;
 pub const FAILED: u8 = 1;
@@ -369,8 +369,7 @@ async fn run(ctx: &Ctx, command: Command, out: &mut dyn Write) -> Result<u8, Cli
         Command::Defrag(d) => return defrag(ctx, d, out).await,
         Command::RecoverNospace => return recover_nospace(ctx, out).await,
         Command::Compact { retain } => {
-            let mut c = ops::connect(&ctx.cfg).await?;
-            let r = ops::compact(&mut c, retain).await?;
+            let r = maintenance::compact(&ctx.cfg, retain).await?;
             ctx.print(out, &r, || {
                 format!(
                     "compacted to revision {} (current {})\n",
@@ -379,10 +378,7 @@ async fn run(ctx: &Ctx, command: Command, out: &mut dyn Write) -> Result<u8, Cli
             })?;
         }
         Command::Snapshot(SnapshotCmd::Save { file }) => {
-            let view = ctx.view().await?;
-            let (member, endpoint) =
-                snapshot::pick_member(&view).ok_or(snapshot::SnapshotError::NoMember)?;
-            let saved = snapshot::save(&ctx.cfg, &member, &endpoint, &file).await?;
+            let saved = maintenance::snapshot(&ctx.cfg, &file).await?;
             ctx.print(out, &saved, || {
                 format!(
                     "snapshot saved at {} from {} (revision {}, {} keys, {} bytes, hash {:x})\n",
@@ -441,12 +437,7 @@ async fn run(ctx: &Ctx, command: Command, out: &mut dyn Write) -> Result<u8, Cli
             })?;
         }
         Command::Alarm(AlarmCmd::Disarm) => {
-            let view = ctx.view().await?;
-            ctx.guard(guard::disarm(&view))?;
-            let mut c = ops::connect(&ctx.cfg).await?;
-            let alarms = ops::alarms(&mut c).await?;
-            let done = ops::disarm(&mut c, &alarms).await?;
-            let lines = ops::alarm_lines(&view, &done);
+            let lines = maintenance::disarm(&ctx.cfg, ctx.force).await?;
             ctx.print(out, &lines, || {
                 if lines.is_empty() {
                     "no alarms to disarm\n".into()

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cluster;
 pub mod defrag;
 pub mod guard;
+pub mod maintenance;
 pub mod marker;
 pub mod ops;
 pub mod output;

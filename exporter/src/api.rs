@@ -26,6 +26,8 @@ pub struct AppState {
     pub relay: Option<(url::Url, reqwest::Client)>,
     /// The benchmark endpoint, when enabled.
     pub bench: Option<crate::benchmark::BenchState>,
+    /// The maintenance API, when enabled.
+    pub maintenance: Option<crate::maintenance::MaintenanceState>,
 }
 
 /// `?cluster=NAME`, taken by every endpoint about one cluster.
@@ -77,7 +79,7 @@ impl AppState {
     }
 }
 
-fn clip(s: &str) -> &str {
+pub(crate) fn clip(s: &str) -> &str {
     match s.char_indices().nth(64) {
         Some((i, _)) => &s[..i],
         None => s,
@@ -115,6 +117,15 @@ pub fn router(state: AppState, cors_origins: &[axum::http::HeaderValue]) -> Rout
             axum::routing::post(crate::benchmark::handle),
         )
         .route("/api/v1/alerts/history", get(alerts_history))
+        .route(
+            "/api/v1/maintenance/operations/{id}",
+            get(crate::maintenance::operation),
+        )
+        .route(
+            "/api/v1/maintenance/{*operation}",
+            axum::routing::post(crate::maintenance::start),
+        )
+        .route("/api/v1/audit", get(crate::maintenance::audit))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
@@ -540,6 +551,7 @@ mod tests {
                 exposer: Arc::new(crate::metrics::Exposer::new()),
                 relay: None,
                 bench: None,
+                maintenance: None,
             },
             &[],
         )

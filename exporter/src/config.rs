@@ -89,6 +89,22 @@ pub struct Args {
     #[arg(long, env = "ETCD_MONITOR_BENCHMARK_TOKEN_FILE", value_name = "FILE")]
     pub benchmark_token_file: Option<std::path::PathBuf>,
 
+    /// File holding the bearer token of the maintenance API (`POST
+    /// /api/v1/maintenance/...`, `GET /api/v1/audit`). Without it the API is off. Needs
+    /// --audit-log.
+    #[arg(long, env = "ETCD_MONITOR_MAINTENANCE_TOKEN_FILE", value_name = "FILE")]
+    pub maintenance_token_file: Option<std::path::PathBuf>,
+
+    /// File the maintenance API appends one JSON line to for every request, allowed or
+    /// refused (created 0600).
+    #[arg(long, env = "ETCD_MONITOR_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<std::path::PathBuf>,
+
+    /// Directory `POST /api/v1/maintenance/snapshot` writes snapshots to. Without it that
+    /// operation is off.
+    #[arg(long, env = "ETCD_MONITOR_SNAPSHOT_DIR", value_name = "DIR")]
+    pub snapshot_dir: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     pub server: ServerArgs,
 
@@ -127,11 +143,20 @@ pub struct Config {
     pub cors_origins: Vec<axum::http::HeaderValue>,
     pub relay_url: Option<url::Url>,
     pub benchmark_token: Option<common::secret::Secret>,
+    pub maintenance: Option<MaintenanceConfig>,
     /// TLS and bearer tokens of our own HTTP server.
     pub http_security: common::http::ServerSecurity,
     /// How to reach the agents and the relay: their CA and token.
     pub components: Components,
     pub log_format: LogFormat,
+}
+
+/// The maintenance API's settings.
+#[derive(Debug, Clone)]
+pub struct MaintenanceConfig {
+    pub token: common::secret::Secret,
+    pub audit_log: std::path::PathBuf,
+    pub snapshot_dir: Option<std::path::PathBuf>,
 }
 
 /// One watched cluster.
@@ -420,7 +445,47 @@ impl Config {
                 16,
             )?),
         };
+        let maintenance = match &args.maintenance_token_file {
+            None => {
+                if args.audit_log.is_some() || args.snapshot_dir.is_some() {
+                    return Err(invalid(
+                        "--maintenance-token-file",
+                        "--audit-log and --snapshot-dir are for the maintenance API, which is off without it",
+                    ));
+                }
+                None
+            }
+            Some(p) => {
+                let token = common::etcd::read_token_file("--maintenance-token-file", p, 16)?;
+                let Some(audit_log) = args.audit_log.clone() else {
+                    return Err(invalid(
+                        "--audit-log",
+                        "is required with --maintenance-token-file (every maintenance request is audited)",
+                    ));
+                };
+                if let Some(dir) = &args.snapshot_dir {
+                    if !dir.is_dir() {
+                        return Err(invalid(
+                            "--snapshot-dir",
+                            format!("{} is not a directory", dir.display()),
+                        ));
+                    }
+                }
+                Some(MaintenanceConfig {
+                    token,
+                    audit_log,
+                    snapshot_dir: args.snapshot_dir.clone(),
+                })
+            }
+        };
         let mut http_security = args.server.load()?;
+        if let Some(m) = maintenance
+            .as_ref()
+            .filter(|_| !http_security.tokens.is_empty())
+        {
+            // As the benchmark token: one Authorization header cannot carry two tokens.
+            http_security.tokens.push(m.token.clone());
+        }
         if let Some(b) = benchmark_token
             .as_ref()
             .filter(|_| !http_security.tokens.is_empty())
@@ -449,6 +514,7 @@ impl Config {
             cors_origins,
             relay_url,
             benchmark_token,
+            maintenance,
             http_security,
             components,
             log_format: args.log_format,

@@ -11,6 +11,7 @@ pub mod benchmark;
 pub mod collector;
 pub mod config;
 pub mod etcd;
+pub mod maintenance;
 pub mod metrics;
 pub mod model;
 pub mod scrape;
@@ -59,12 +60,33 @@ pub async fn run(
                 .collect(),
         )
     });
+    let maintenance = match &cfg.maintenance {
+        None => None,
+        Some(m) => Some(
+            maintenance::MaintenanceState::new(
+                m.token.clone(),
+                cfg.clusters
+                    .iter()
+                    .map(|c| maintenance::Target {
+                        cluster: c.name.clone(),
+                        etcd: c.etcd.clone(),
+                    })
+                    .collect(),
+                &m.audit_log,
+                m.snapshot_dir.clone(),
+            )
+            .map_err(|e| {
+                anyhow::anyhow!("--audit-log: cannot open {}: {e}", m.audit_log.display())
+            })?,
+        ),
+    };
     let app = api::router(
         api::AppState {
             clusters,
             exposer: Arc::new(metrics::Exposer::new()),
             relay,
             bench,
+            maintenance,
         },
         &cfg.cors_origins,
     );
