@@ -29,9 +29,10 @@
 #   cargo fuzz run --sanitizer none <target> fuzz/artifacts/<target>/crash-...
 # and minimise it with `cargo fuzz tmin --sanitizer none <target> <file>`.
 #
-# Cost on the 2-core machine: installing cargo-fuzz about 1 minute, building fuzz/target
-# from nothing about 7 minutes (every dependency of the relay, optimised and instrumented),
-# a rebuild after a change to alerting/ about 1.5 minutes; then SECONDS per target.
+# Cost on the 2-core machine: installing cargo-fuzz about 1 minute (3 under load),
+# building fuzz/target from nothing about 7 minutes for the relay's dependencies and 15
+# with the exporter's (etcd-client, tonic; measured on a loaded machine), a rebuild after
+# a change to alerting/ or exporter/ 1.5 to 4 minutes; then SECONDS per target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
