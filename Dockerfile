@@ -9,7 +9,8 @@
 # Where nothing can be pulled, ./scripts/compose.sh builds the same layout offline from
 # the checkout's binaries and a base made locally (compose/Dockerfile.base and
 # compose/Dockerfile.local); the tests use that path. Layout, in both:
-#   /usr/local/bin/etcd-monitor, etcd-monitor-agent, etcd-monitor-relay, etcd-monitor-bench
+#   /usr/local/bin/etcd-monitor, etcd-monitor-agent, etcd-monitor-relay, etcd-monitor-bench,
+#   etcd-monitor-ctl
 #   /usr/local/bin/etcd-monitor-healthcheck (GET /health of the daemon; HEALTHCHECK below)
 #   /usr/local/bin/busybox (static; for wget in healthchecks)
 #   /var/lib/etcd-monitor-relay (the relay's data dir, owned by 65532)
@@ -24,7 +25,7 @@ RUN apt-get update -qq \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p exporter -p agent -p alerting -p bench \
+RUN cargo build --release --locked -p exporter -p agent -p alerting -p bench -p ctl \
     && mkdir -p /out/bin /out/relay-data \
     && for b in target/release/etcd-monitor*; do \
          if [ -f "$b" ] && [ -x "$b" ]; then strip -o "/out/bin/${b##*/}" "$b"; fi; \

@@ -117,7 +117,7 @@ build_ours() {
     fi
     local bindir=${ETCD_MONITOR_COMPOSE_BIN_DIR:-}
     if [[ -z $bindir ]]; then
-        local flags=(--locked -p exporter -p agent -p alerting -p bench)
+        local flags=(--locked -p exporter -p agent -p alerting -p bench -p ctl)
         [[ $profile == release ]] && flags+=(--release)
         log "building the binaries ($profile)"
         cargo build "${flags[@]}"
@@ -132,8 +132,8 @@ build_ours() {
     for b in etcd-monitor etcd-monitor-agent etcd-monitor-relay etcd-monitor-bench etcd-monitor-ctl; do
         if [[ -x $bindir/$b ]]; then
             strip -o "$ctx/bin/$b" "$bindir/$b"
-        elif [[ $b == etcd-monitor-bench ]]; then
-            log "note: $bindir/$b is missing; the image has no bench"
+        elif [[ $b == etcd-monitor-bench || $b == etcd-monitor-ctl ]]; then
+            log "note: $bindir/$b is missing; the image has no ${b#etcd-monitor-}"
         fi
     done
     install -m 0755 "$root/compose/image/healthcheck" "$ctx/bin/etcd-monitor-healthcheck"

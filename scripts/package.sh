@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Debian packages of etcd-monitor with cargo-deb, into target/debian/:
-#   etcd-monitor        the exporter (/usr/bin/etcd-monitor) and etcd-monitor-bench, its unit,
+#   etcd-monitor        the exporter (/usr/bin/etcd-monitor), etcd-monitor-bench and
+#                       etcd-monitor-ctl, its unit,
 #                       /etc/etcd-monitor/exporter.env
 #   etcd-monitor-agent  the agent, its unit, /etc/etcd-monitor/agent.env
 #   etcd-monitor-relay  the relay, its unit, /etc/etcd-monitor/relay.{yml,env}
@@ -44,7 +45,7 @@ mkdir -p "$out"
 
 # Build every binary once (the workspace's packages share the build), then let cargo-deb
 # package what is there.
-bins=(-p exporter -p agent -p alerting -p bench --bins)
+bins=(-p exporter -p agent -p alerting -p bench -p ctl --bins)
 deb_args=(--no-build -o "$out")
 if $dev; then
     cargo build --locked "${bins[@]}"

@@ -400,7 +400,7 @@ fn units_are_sandboxed_and_the_agent_writes_only_its_probe_dir() {
         }
         assert!(
             directives(&text, "ReadWritePaths").is_empty(),
-            "{unit}: the writable paths are StateDirectory= only"
+            "{unit}: the writable paths are StateDirectory= and LogsDirectory= only"
         );
     }
     for unit in ["etcd-monitor.service", "etcd-monitor-relay.service"] {
@@ -412,7 +412,10 @@ fn units_are_sandboxed_and_the_agent_writes_only_its_probe_dir() {
     assert_eq!(directives(&relay, "StateDirectory"), ["etcd-monitor-relay"]);
     assert!(relay.contains("--data-dir %S/etcd-monitor-relay"));
     assert!(relay.contains("--config /etc/etcd-monitor/relay.yml"));
-    assert!(directives(&unit_text("etcd-monitor.service"), "StateDirectory").is_empty());
+    // The exporter writes only for the maintenance API: its audit log and snapshots.
+    let exporter = unit_text("etcd-monitor.service");
+    assert_eq!(directives(&exporter, "StateDirectory"), ["etcd-monitor"]);
+    assert_eq!(directives(&exporter, "LogsDirectory"), ["etcd-monitor"]);
 
     // The agent: etcd's user, and exactly the agent's default probe dir for Debian's data
     // dir is writable (StateDirectory= is relative to /var/lib).
@@ -482,7 +485,7 @@ fn package_sh_dev_builds_debs_with_binaries_units_and_config() {
     let packages: [Package; 3] = [
         (
             "etcd-monitor",
-            &["etcd-monitor", "etcd-monitor-bench"],
+            &["etcd-monitor", "etcd-monitor-bench", "etcd-monitor-ctl"],
             "etcd-monitor.service",
             &[("exporter.env", "-rw-------", "packaging/exporter.env")],
         ),
