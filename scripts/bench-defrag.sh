@@ -1,29 +1,37 @@
 #!/usr/bin/env bash
-# What a defrag costs the writers: write p99, max and throughput of a steady, rate-limited
-# write load (etcd-monitor-bench --rate) on a 3-member cluster with a ~100 MB database,
+# What a defrag costs the writers: write p50/p99/p99.9/max and throughput of a steady,
+# rate-limited write load (etcd-monitor-bench --rate) on a 3-member cluster whose database
+# is ~100 MB with about half of it free pages,
 #   1. with no defrag (the baseline),
 #   2. during `etcd-monitor-ctl defrag --rolling` (followers one at a time, leadership
 #      moved once, the former leader last),
 #   3. during `etcd-monitor-ctl --force defrag` without --rolling (every member at once:
 #      what the guards refuse by default).
-# Before runs 2 and 3 the database is brought back to ~100 MB and fragmented (every key
-# overwritten, then compacted), so each defrag rewrites the same amount.
+# The database is filled by writing KEYS keys of VAL_SIZE bytes twice and compacting
+# (the first values become free pages); before run 3 every key is overwritten once more and
+# compacted, so that defrag too starts from ~100 MB with half of it free.
+#
+# The load starts DEFRAG_AFTER seconds before the defrag and lasts LOAD_SECONDS; the summary
+# says whether it covered the whole defrag. The bench measures each request from when it is
+# sent, so a stall shows in the tail (p99.9, max) more than in p99 and throughput.
 #
 # Run from anywhere: bash scripts/bench-defrag.sh
-# Needs etcd, etcdctl, jq. Uses 127.0.0.1 ports 37000-37021. KEEP_TMP=1 keeps the temp dir.
-# Settings (environment): KEYS (100000), VAL_SIZE (1024), RATE (500 writes/s),
-# LOAD_SECONDS (30), DEFRAG_AFTER (5 s into the load), BENCH_BIN, CTL_BIN.
+# Needs etcd, etcdctl, jq, bc and cargo (it builds release binaries of etcd-monitor-bench
+# and etcd-monitor-ctl unless BENCH_BIN and CTL_BIN are given). Uses 127.0.0.1 ports
+# 37000-37021. KEEP_TMP=1 keeps the temp dir (etcd logs, bench reports, ctl output).
+# Settings (environment): KEYS (50000), VAL_SIZE (1024), RATE (500 writes/s),
+# LOAD_SECONDS (30), DEFRAG_AFTER (3 s into the load), BENCH_BIN, CTL_BIN.
 set -euo pipefail
 # shellcheck source=lib/bench-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-common.sh"
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-KEYS=${KEYS:-100000}
+KEYS=${KEYS:-50000}
 VAL_SIZE=${VAL_SIZE:-1024}
 RATE=${RATE:-500}
 LOAD_SECONDS=${LOAD_SECONDS:-30}
-DEFRAG_AFTER=${DEFRAG_AFTER:-5}
+DEFRAG_AFTER=${DEFRAG_AFTER:-3}
 PORT_BASE=37000
 
 tmp=""
@@ -44,7 +52,7 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
 trap 'log "terminated"; exit 143' TERM
 
-for tool in etcd etcdctl jq; do command -v "$tool" >/dev/null || die "$tool not found in PATH"; done
+for tool in etcd etcdctl jq bc; do command -v "$tool" >/dev/null || die "$tool not found in PATH"; done
 if [[ -z "${BENCH_BIN:-}" || -z "${CTL_BIN:-}" ]]; then
     log "building (release)"
     cargo build --release --locked -p bench -p ctl
@@ -77,23 +85,45 @@ for _ in $(seq 1 100); do
     etcdctl --endpoints "$eps" endpoint health >/dev/null 2>&1 && break
     nap 0.2
 done
-etcdctl --endpoints "$eps" endpoint health >/dev/null || die "etcd did not become healthy"
+etcdctl --endpoints "$eps" endpoint health >/dev/null 2>&1 || die "etcd did not become healthy"
 
 db_sizes() { # the members' DB sizes in MiB, space separated
     etcdctl --endpoints "$eps" endpoint status -w json |
         jq -r '[.[].Status.dbSize / 1048576 | floor | tostring] | join(" ")'
 }
 
-# Writes every key once more (the old values become history), then compacts it away: the
-# database keeps its pages but most are free, which is what a defrag gives back.
-fragment() {
-    log "writing $KEYS keys of $VAL_SIZE bytes"
+db_in_use() { # the members' DB sizes in use in MiB (etcd 3.4 reports it), space separated
+    etcdctl --endpoints "$eps" endpoint status -w json |
+        jq -r '[.[].Status.dbSizeInUse // 0 | . / 1048576 | floor | tostring] | join(" ")'
+}
+
+# write_keys: every key once (the bench, as fast as it goes); an overwritten value stays
+# in the database as history until a compaction frees its pages.
+write_keys() {
     "$bench" --endpoints "$eps" --conns 4 --clients 32 --total "$KEYS" --key-space "$KEYS" \
-        --sequential-keys --val-size "$VAL_SIZE" --prefix /bulk/ --output json write >"$tmp/fill.json"
+        --key-size 16 --val-size "$VAL_SIZE" --prefix /bulk/ --output json write --sequential-keys \
+        >"$tmp/fill.json" 2>"$tmp/fill.log" || die "filling failed: $(tail -n 3 "$tmp/fill.log")"
+    [[ "$(jq '.writes.errors' "$tmp/fill.json")" == 0 ]] || die "filling saw write errors"
+}
+
+# compact_all: a physical compaction to the current revision; every overwritten value's
+# page becomes free, which is what a defrag gives back.
+compact_all() {
     local rev
     rev=$(etcdctl --endpoints "$eps" endpoint status -w json | jq '[.[].Status.header.revision] | max')
     etcdctl --endpoints "$eps" compaction --physical "$rev" >/dev/null
-    log "DB sizes (MiB): $(db_sizes)"
+}
+
+# fragment PASSES: write every key PASSES times, then compact.
+fragment() {
+    local i t0
+    t0=$(date +%s.%N)
+    for ((i = 1; i <= $1; i++)); do
+        log "writing $KEYS keys of $VAL_SIZE B (pass $i of $1)"
+        write_keys
+    done
+    compact_all
+    log "fragmented in $(echo "$(date +%s.%N) - $t0" | bc -l | xargs printf '%.0f') s; DB sizes (MiB): $(db_sizes), in use: $(db_in_use)"
 }
 
 pct() { # pct PERCENT FILE: that percentile of a bench JSON report, in ms (flat or as pairs)
@@ -101,14 +131,17 @@ pct() { # pct PERCENT FILE: that percentile of a bench JSON report, in ms (flat 
 }
 
 # load NAME [DEFRAG-COMMAND...]: the write load for LOAD_SECONDS, with the command started
-# DEFRAG_AFTER seconds in.
+# DEFRAG_AFTER seconds in; one line of the summary.
 load() {
     local name=$1
     shift
+    local before
+    before=$(db_sizes)
+    log "$name: load $RATE writes/s for ${LOAD_SECONDS}s${1:+, defrag ${DEFRAG_AFTER}s in}"
     "$bench" --endpoints "$eps" --conns 4 --clients 16 --rate "$RATE" --duration "${LOAD_SECONDS}s" \
         --warmup 0s --val-size 256 --key-space 1000 --prefix /load/ --output json write \
         >"$tmp/$name.json" 2>"$tmp/$name.bench.log" &
-    local bench_pid=$! defrag_s="-"
+    local bench_pid=$! defrag_s="-" covered="-"
     if [[ $# -gt 0 ]]; then
         nap "$DEFRAG_AFTER"
         local t0 t1
@@ -116,22 +149,30 @@ load() {
         "$@" >"$tmp/$name.defrag.log" 2>&1 || { cat "$tmp/$name.defrag.log" >&2; die "$name: the defrag failed"; }
         t1=$(date +%s.%N)
         defrag_s=$(echo "$t1 - $t0" | bc -l | xargs printf '%.2f')
-        cat "$tmp/$name.defrag.log" >&2
+        sed 's/^/    /' "$tmp/$name.defrag.log" >&2
+        covered=$(echo "$DEFRAG_AFTER + $defrag_s <= $LOAD_SECONDS" | bc -l | sed 's/1/yes/; s/0/NO/')
     fi
     wait "$bench_pid" || true
     local f="$tmp/$name.json"
     [[ -s "$f" ]] || die "$name: no bench report ($(tail -n 3 "$tmp/$name.bench.log"))"
-    printf '%-22s %10.1f %10.1f %10.1f %10.1f %8s %10s   %s\n' "$name" \
-        "$(jq '.throughput' "$f")" "$(pct 50 "$f")" "$(pct 99 "$f")" "$(jq '.latency.slowest * 1000' "$f")" \
-        "$(jq '[.errors[]] | add // 0' "$f")" "$defrag_s" "$(db_sizes)" >>"$tmp/summary"
+    printf '%-16s %9.1f %8.1f %8.1f %8.1f %8.1f %7s %9s %8s   %-12s %s\n' "$name" \
+        "$(jq '.throughput' "$f")" "$(pct 50 "$f")" "$(pct 99 "$f")" "$(pct 99.9 "$f")" \
+        "$(jq '.latency.slowest * 1000' "$f")" "$(jq '[.errors[]] | add // 0' "$f")" \
+        "$defrag_s" "$covered" "$before" "$(db_sizes)" >>"$tmp/summary"
 }
 
-printf '%-22s %10s %10s %10s %10s %8s %10s   %s\n' run "writes/s" "p50 ms" "p99 ms" "max ms" errors "defrag s" "DB MiB after" >"$tmp/summary"
-fragment
+printf '%-16s %9s %8s %8s %8s %8s %7s %9s %8s   %-12s %s\n' run "writes/s" "p50 ms" "p99 ms" "p99.9 ms" "max ms" \
+    errors "defrag s" covered "DB MiB" "DB MiB after" >"$tmp/summary"
+fragment 2
 load no-defrag
 load rolling-defrag "$ctl" --endpoints "$eps" --command-timeout 5s defrag --rolling
-fragment
+fragment 1
 load all-at-once "$ctl" --endpoints "$eps" --command-timeout 5s --force defrag
 echo
-echo "etcd $(etcd --version | sed -n 's/^etcd Version: //p'), $KEYS keys x $VAL_SIZE B, load $RATE writes/s for ${LOAD_SECONDS}s, defrag ${DEFRAG_AFTER}s in"
+echo "etcd $(etcd --version | sed -n 's/^etcd Version: //p'), $(nproc) CPUs; DB: $KEYS keys x $VAL_SIZE B written twice and compacted"
+echo "load: $RATE writes/s of 256 B (16 clients, 4 connections over the 3 members) for ${LOAD_SECONDS}s, defrag ${DEFRAG_AFTER}s in"
 cat "$tmp/summary"
+for run in no-defrag rolling-defrag all-at-once; do # the errors by kind, where there were any
+    kinds=$(jq -c '.errors | select(length > 0)' "$tmp/$run.json")
+    [[ -z "$kinds" ]] || echo "$run errors: $kinds"
+done
