@@ -1,7 +1,8 @@
 //! `ctl::defrag` against real clusters: a rolling defrag of a fragmented 3-member cluster
-//! under a steady write load (no write errors, at most one leader change, the former leader
-//! last, every member smaller), a dry run that touches nothing, the refusal of an
-//! all-at-once defrag, and `recover_nospace` bringing writes back on a cluster out of space.
+//! under a steady write load (no write errors but the leader move's, at most one leader
+//! change, the former leader last, every member smaller), a dry run that touches nothing,
+//! the refusal of an all-at-once defrag, and `recover_nospace` bringing writes back on a
+//! cluster out of space.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -103,19 +104,19 @@ async fn rolling_defrag_under_write_load() {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(10));
             let mut i = 0u64;
-            let mut last_error = None;
+            let mut seen = Vec::new();
             while stop.load(Ordering::Relaxed) == 0 {
                 tick.tick().await;
                 match c.put(format!("/load/{}", i % 100), "v", None).await {
                     Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                     Err(e) => {
-                        last_error = Some(e.to_string());
+                        seen.push(e.to_string());
                         errors.fetch_add(1, Ordering::Relaxed)
                     }
                 };
                 i += 1;
             }
-            last_error
+            seen
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -124,15 +125,28 @@ async fn rolling_defrag_under_write_load() {
         .unwrap_or_else(|e| panic!("defrag: {e:#?}"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(1, Ordering::Relaxed);
-    let last_error = load.await.expect("load task");
+    let seen = load.await.expect("load task");
     println!("{report}");
 
-    assert_eq!(
-        errors.load(Ordering::Relaxed),
-        0,
-        "write errors during the defrag (last: {last_error:?}); {} ok",
+    // etcd drops the proposals that reach the leader while it hands leadership over (a
+    // retryable "proposal dropped"; through a follower, a timeout): the one leader move
+    // may cost the writes in flight at that moment, nothing else may fail.
+    let transfer = |e: &str| {
+        e.contains("proposal dropped")
+            || e.contains("Timeout expired")
+            || e.contains("leader changed")
+    };
+    assert!(
+        seen.len() <= 2 && seen.iter().all(|e| transfer(e)),
+        "write errors during the defrag beyond the leader move's: {seen:?} ({} ok)",
         ok.load(Ordering::Relaxed)
     );
+    if !seen.is_empty() {
+        println!(
+            "FINDING: the leader move dropped {} write(s): {seen:?}",
+            seen.len()
+        );
+    }
     assert!(ok.load(Ordering::Relaxed) > 10, "the load ran");
     assert_eq!(report.members.len(), 3, "{report}");
     let last = report.members.last().expect("members");
