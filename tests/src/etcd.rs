@@ -195,11 +195,96 @@ impl EtcdCluster {
         for i in 0..cluster.members.len() {
             cluster.spawn(i);
         }
-        cluster.wait_all_have_leader(Duration::from_secs(60)).await;
+        // A port picked by `free_port` can be taken by someone else before etcd binds it
+        // (other tests bind :0 all the time), and a starved machine can delay the first
+        // election: start again on new ports rather than fail the test.
+        for attempt in 1..=3 {
+            match cluster.wait_started(Duration::from_secs(60)).await {
+                Ok(()) => break,
+                Err(why) if attempt < 3 => {
+                    eprintln!("etcd cluster did not start ({why}); starting it again on new ports");
+                    cluster.restart_on_new_ports();
+                }
+                Err(why) => panic!("etcd cluster did not start after 3 attempts: {why}"),
+            }
+        }
         if opts.auth {
             cluster.enable_auth().await;
         }
         cluster
+    }
+
+    /// Waits until every member reports a leader; an error as soon as a member exits,
+    /// with its log's tail.
+    async fn wait_started(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            for i in 0..self.members.len() {
+                let exited = self.members[i]
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                if let Some(status) = exited {
+                    return Err(format!(
+                        "member {} exited ({status}): {}",
+                        self.members[i].name,
+                        self.log_tail(i)
+                    ));
+                }
+            }
+            let mut all = true;
+            for i in 0..self.members.len() {
+                if self.gauge(i, "etcd_server_has_leader ").await != Some(1.0) {
+                    all = false;
+                    break;
+                }
+            }
+            if all {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                let tails: Vec<String> = (0..self.members.len())
+                    .map(|i| format!("{}: {}", self.members[i].name, self.log_tail(i)))
+                    .collect();
+                return Err(format!(
+                    "no leader after {timeout:?}; {}",
+                    tails.join(" | ")
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills every member, wipes their data and starts them again on new ports.
+    fn restart_on_new_ports(&mut self) {
+        let mut renames: Vec<(String, String)> = Vec::new();
+        for m in &mut self.members {
+            if let Some(mut c) = m.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = std::fs::remove_dir_all(&m.data_dir);
+            let (cp, pp) = (free_port(), free_port());
+            renames.push((format!(":{}", m.client_port), format!(":{cp}")));
+            renames.push((format!(":{}", m.peer_port), format!(":{pp}")));
+            m.client_port = cp;
+            m.peer_port = pp;
+        }
+        // In two steps, through placeholders, so that a new port equal to another old one
+        // is not renamed twice. (Ports from `free_port` are ephemeral: all five digits.)
+        for m in &mut self.members {
+            for arg in &mut m.args {
+                for (k, (from, _)) in renames.iter().enumerate() {
+                    *arg = arg.replace(from.as_str(), &format!(":\u{0}{k}\u{0}"));
+                }
+                for (k, (_, to)) in renames.iter().enumerate() {
+                    *arg = arg.replace(&format!(":\u{0}{k}\u{0}"), to);
+                }
+            }
+        }
+        for i in 0..self.members.len() {
+            self.spawn(i);
+        }
     }
 
     fn spawn(&mut self, i: usize) {
