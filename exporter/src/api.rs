@@ -42,41 +42,58 @@ impl AppState {
         self.clusters.iter().map(|rx| rx.borrow().clone()).collect()
     }
 
-    fn names(&self) -> Vec<String> {
-        self.snapshots()
-            .iter()
-            .filter_map(|s| s.cluster.clone())
-            .collect()
-    }
-
-    /// The snapshot of the cluster `name`; with one cluster, `None` (or its name) selects
-    /// it; with several, a name is required.
+    /// The snapshot of the cluster `name` ([`pick_cluster`]).
     pub fn select(&self, name: Option<&str>) -> Result<Arc<Snapshot>, ApiError> {
         let snaps = self.snapshots();
-        match name {
-            Some(name) => snaps
-                .into_iter()
-                .find(|s| s.cluster.as_deref() == Some(name))
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::NOT_FOUND,
-                        format!(
-                            "no cluster {:?} (known: {})",
-                            clip(name),
-                            self.names().join(", ")
-                        ),
-                    )
-                }),
-            None if snaps.len() == 1 => Ok(snaps[0].clone()),
-            None => Err(ApiError::new(
+        pick_cluster(&snaps, name, |s| s.cluster.as_deref()).cloned()
+    }
+}
+
+/// What `?cluster=NAME` picks among `items` (one per watched cluster, in the
+/// configuration's order; `cluster_of` names each): the name is optional with one cluster
+/// and required with several (400 naming them); an unknown name is a 404 (echoed, at most
+/// 64 characters of it). The API, the benchmark and the maintenance endpoints all choose
+/// this way.
+pub fn pick_cluster<'a, T>(
+    items: &'a [T],
+    name: Option<&str>,
+    cluster_of: impl Fn(&T) -> Option<&str>,
+) -> Result<&'a T, ApiError> {
+    let known = || {
+        items
+            .iter()
+            .filter_map(&cluster_of)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(name) = name else {
+        return match items {
+            [] => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no cluster is watched",
+            )),
+            [only] => Ok(only),
+            _ => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "this exporter watches several clusters: name one with ?cluster= ({})",
-                    self.names().join(", ")
+                    known()
                 ),
             )),
-        }
+        };
+    };
+    if let Some(item) = items.iter().find(|i| cluster_of(i) == Some(name)) {
+        return Ok(item);
     }
+    let name = clip(name);
+    let message = match known() {
+        // The only cluster of a plain setup has no name: any name is unknown.
+        known if known.is_empty() => {
+            format!("no cluster named {name:?}: the exporter watches one unnamed cluster")
+        }
+        known => format!("no cluster named {name:?} (known: {known})"),
+    };
+    Err(ApiError::new(StatusCode::NOT_FOUND, message))
 }
 
 pub(crate) fn clip(s: &str) -> &str {

@@ -95,45 +95,9 @@ pub struct BenchQuery {
     pub cluster: Option<String>,
 }
 
-/// The target `name` picks: required when there are several, optional with one.
+/// The target `name` picks ([`crate::api::pick_cluster`]).
 fn select<'a>(targets: &'a [Target], name: Option<&str>) -> Result<&'a Target, ApiError> {
-    let known = targets
-        .iter()
-        .filter_map(|t| t.spec.cluster.as_deref())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let Some(name) = name else {
-        return match targets {
-            [] => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no cluster to benchmark",
-            )),
-            [only] => Ok(only),
-            _ => Err(bad(format!(
-                "several clusters: give ?cluster= one of {known}"
-            ))),
-        };
-    };
-    if let Some(t) = targets
-        .iter()
-        .find(|t| t.spec.cluster.as_deref() == Some(name))
-    {
-        return Ok(t);
-    }
-    // The name is echoed: at most 64 characters of it.
-    let name = clip(name);
-    let msg = if known.is_empty() {
-        // The only cluster of a plain setup has no name: any name is unknown.
-        format!("no cluster named {name:?}: the exporter watches one unnamed cluster")
-    } else {
-        format!("no cluster named {name:?}; known: {known}")
-    };
-    Err(ApiError::new(StatusCode::NOT_FOUND, msg))
-}
-
-/// At most the first 64 characters of `s`.
-fn clip(s: &str) -> &str {
-    s.char_indices().nth(64).map_or(s, |(i, _)| &s[..i])
+    crate::api::pick_cluster(targets, name, |t| t.spec.cluster.as_deref())
 }
 
 /// The request body.

@@ -180,16 +180,23 @@ struct Caller {
     authorized: bool,
 }
 
-fn caller(m: &MaintenanceState, addr: SocketAddr, headers: &HeaderMap) -> Caller {
-    let presented = headers
+/// The bearer token a request presents.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+fn authorized(m: &MaintenanceState, headers: &HeaderMap) -> bool {
+    bearer(headers).is_some_and(|t| common::http::constant_time_eq(m.inner.token.expose(), t))
+}
+
+fn caller(m: &MaintenanceState, addr: SocketAddr, headers: &HeaderMap) -> Caller {
     Caller {
         addr,
-        token: presented.map(fingerprint),
-        authorized: presented
-            .is_some_and(|t| common::http::constant_time_eq(m.inner.token.expose(), t)),
+        token: bearer(headers).map(fingerprint),
+        authorized: authorized(m, headers),
     }
 }
 
@@ -257,13 +264,7 @@ pub async fn start(
         }
     };
     if !who.authorized {
-        return refuse(
-            &mut entry,
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "the maintenance token is required (Authorization: Bearer <token>)",
-            ),
-        );
+        return refuse(&mut entry, unauthorized());
     }
     let Some(&op) = OPERATIONS.iter().find(|o| **o == operation) else {
         return refuse(
@@ -316,7 +317,9 @@ pub async fn start(
             )
         }
     };
-    let target = match select(&m.inner.targets, cluster.as_deref()) {
+    let target = match crate::api::pick_cluster(&m.inner.targets, cluster.as_deref(), |t| {
+        t.cluster.as_deref()
+    }) {
         Ok(t) => t.clone(),
         Err(e) => return refuse(&mut entry, e),
     };
@@ -419,32 +422,6 @@ fn audit_failed(e: std::io::Error) -> Response {
     .into_response()
 }
 
-fn select<'a>(targets: &'a [Target], name: Option<&str>) -> Result<&'a Target, ApiError> {
-    let names = || {
-        targets
-            .iter()
-            .filter_map(|t| t.cluster.as_deref())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match (name, targets) {
-        (None, [only]) => Ok(only),
-        (None, _) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("several clusters: name one with ?cluster= ({})", names()),
-        )),
-        (Some(n), _) => targets
-            .iter()
-            .find(|t| t.cluster.as_deref() == Some(n))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("no cluster {:?} (known: {})", crate::api::clip(n), names()),
-                )
-            }),
-    }
-}
-
 /// Runs one operation: its report as JSON, or why it failed or was refused.
 async fn run(
     op: &str,
@@ -536,19 +513,18 @@ fn finish(
 }
 
 fn check_token(m: &MaintenanceState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let ok = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| common::http::constant_time_eq(m.inner.token.expose(), t));
-    if ok {
+    if authorized(m, headers) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "the maintenance token is required (Authorization: Bearer <token>)",
-        ))
+        Err(unauthorized())
     }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "the maintenance token is required (Authorization: Bearer <token>)",
+    )
 }
 
 /// `GET /api/v1/maintenance/operations/{id}`.

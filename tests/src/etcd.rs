@@ -352,6 +352,22 @@ impl EtcdCluster {
         .await;
     }
 
+    /// How many keys are under `prefix` (asked of member 0).
+    pub async fn count_keys(&self, prefix: &str) -> i64 {
+        let mut c = self.client(0).await;
+        c.get(
+            prefix,
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .expect("count")
+        .count()
+    }
+
     /// Index of the member that says it is the leader.
     pub async fn leader(&self) -> Option<usize> {
         for i in 0..self.members.len() {

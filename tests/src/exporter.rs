@@ -39,6 +39,17 @@ pub fn cluster_flags(cluster: &EtcdCluster) -> Vec<String> {
     v
 }
 
+/// One entry of the exporter's `--config` file for `cluster`, named `name`: the keys are
+/// the flags [`cluster_flags`] gives (TLS and auth carry over).
+pub fn config_entry(name: &str, cluster: &EtcdCluster) -> String {
+    let mut yaml = format!("  - name: {name}\n");
+    for pair in cluster_flags(cluster).chunks(2) {
+        let key = pair[0].trim_start_matches("--").replace('-', "_");
+        yaml.push_str(&format!("    {key}: {:?}\n", pair[1]));
+    }
+    yaml
+}
+
 impl RunningExporter {
     /// Starts the exporter with `flags` (no program name; `--listen` is added).
     pub async fn start(flags: &[String]) -> Self {

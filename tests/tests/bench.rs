@@ -37,21 +37,6 @@ fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
-async fn count_keys(cluster: &EtcdCluster, prefix: &str) -> i64 {
-    let mut c = cluster.client(0).await;
-    c.get(
-        prefix,
-        Some(
-            etcd_client::GetOptions::new()
-                .with_prefix()
-                .with_count_only(),
-        ),
-    )
-    .await
-    .expect("count")
-    .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workloads_do_what_they_say() {
     tests::init_logs();
@@ -67,7 +52,7 @@ async fn workloads_do_what_they_say() {
     let r = json(&out);
     assert_eq!(r["requests"], 700);
     assert_eq!(r["writes"]["ok"], 700);
-    assert_eq!(count_keys(&cluster, "w/").await, 700);
+    assert_eq!(cluster.count_keys("w/").await, 700);
 
     // read at both consistencies: no errors.
     for c in ["l", "s"] {
@@ -85,7 +70,7 @@ async fn workloads_do_what_they_say() {
         assert_eq!(r["params"]["workload"]["consistency"], c);
     }
     // The read run filled its key space first.
-    assert_eq!(count_keys(&cluster, "r/").await, 100);
+    assert_eq!(cluster.count_keys("r/").await, 100);
 
     // mixed: the read share is close to the asked ratio.
     let (code, out, err) = bench(&args(

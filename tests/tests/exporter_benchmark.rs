@@ -42,21 +42,6 @@ async fn post(
     )
 }
 
-async fn count_keys(cluster: &EtcdCluster, prefix: &str) -> i64 {
-    let mut c = cluster.client(0).await;
-    c.get(
-        prefix,
-        Some(
-            etcd_client::GetOptions::new()
-                .with_prefix()
-                .with_count_only(),
-        ),
-    )
-    .await
-    .expect("count")
-    .count()
-}
-
 /// Threads of this process (the exporter runs in it) named `name` (at most 15 bytes,
 /// as Linux keeps them).
 fn threads_named(name: &str) -> usize {
@@ -112,7 +97,7 @@ async fn a_benchmark_over_the_space_budget_or_during_an_alarm_is_refused_and_wri
             "{figure} bytes not named in {error}"
         );
     }
-    assert_eq!(count_keys(&cluster, PREFIX).await, 0, "nothing was written");
+    assert_eq!(cluster.count_keys(PREFIX).await, 0, "nothing was written");
 
     // Writes count too.
     let (code, body) = post(
@@ -122,7 +107,7 @@ async fn a_benchmark_over_the_space_budget_or_during_an_alarm_is_refused_and_wri
     )
     .await;
     assert_eq!(code, 400, "{body}");
-    assert_eq!(count_keys(&cluster, PREFIX).await, 0, "nothing was written");
+    assert_eq!(cluster.count_keys(PREFIX).await, 0, "nothing was written");
 
     // A small run fits, and leaves nothing behind.
     let (code, report) = post(
@@ -133,7 +118,7 @@ async fn a_benchmark_over_the_space_budget_or_during_an_alarm_is_refused_and_wri
     .await;
     assert_eq!(code, 200, "{report}");
     assert_eq!(report["writes"]["ok"], 200);
-    assert_eq!(count_keys(&cluster, PREFIX).await, 0);
+    assert_eq!(cluster.count_keys(PREFIX).await, 0);
 
     // Fill the cluster to its quota: NOSPACE. Then even a tiny run is refused.
     let mut client = cluster.client(0).await;
@@ -168,7 +153,7 @@ async fn a_benchmark_over_the_space_budget_or_during_an_alarm_is_refused_and_wri
         error.contains("NOSPACE") && body["alarm"]["alarm"] == "NOSPACE",
         "{body}"
     );
-    assert_eq!(count_keys(&cluster, PREFIX).await, 0);
+    assert_eq!(cluster.count_keys(PREFIX).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +179,7 @@ async fn a_client_that_leaves_mid_run_leaves_no_keys_and_the_next_run_starts() {
 
     // The run outlives its request: it keeps writing and keeps its slot.
     wait_for("the run's keys", Duration::from_secs(3), || async {
-        (count_keys(&cluster, PREFIX).await > 0).then_some(())
+        (cluster.count_keys(PREFIX).await > 0).then_some(())
     })
     .await;
     let (code, body) = post(
@@ -209,7 +194,7 @@ async fn a_client_that_leaves_mid_run_leaves_no_keys_and_the_next_run_starts() {
     wait_for(
         "the run's keys to be deleted",
         Duration::from_secs(30),
-        || async { (count_keys(&cluster, PREFIX).await == 0).then_some(()) },
+        || async { (cluster.count_keys(PREFIX).await == 0).then_some(()) },
     )
     .await;
     let (code, report) = wait_for("the slot to be free", Duration::from_secs(30), || {
@@ -227,7 +212,7 @@ async fn a_client_that_leaves_mid_run_leaves_no_keys_and_the_next_run_starts() {
     .await;
     assert_eq!(code, 200, "{report}");
     assert_eq!(report["writes"]["ok"], 50);
-    assert_eq!(count_keys(&cluster, PREFIX).await, 0);
+    assert_eq!(cluster.count_keys(PREFIX).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +282,7 @@ async fn collection_stays_on_time_during_a_benchmark() {
         "{} cycles in {elapsed:.1} s of benchmark, expected at least {expected}",
         after - before
     );
-    assert_eq!(count_keys(&cluster, PREFIX).await, 0);
+    assert_eq!(cluster.count_keys(PREFIX).await, 0);
     // And they end with the run (other tests in this process may run one too: wait).
     wait_for(
         "the benchmark's threads to end",
@@ -307,18 +292,6 @@ async fn collection_stays_on_time_during_a_benchmark() {
         },
     )
     .await;
-}
-
-/// The --config entry for `cluster` named `name`, from the flags the harness gives a
-/// single-cluster exporter.
-fn entry(name: &str, cluster: &EtcdCluster) -> String {
-    let flags = tests::exporter::cluster_flags(cluster);
-    let mut yaml = format!("  - name: {name}\n");
-    for pair in flags.chunks(2) {
-        let key = pair[0].trim_start_matches("--").replace('-', "_");
-        yaml.push_str(&format!("    {key}: {:?}\n", pair[1]));
-    }
-    yaml
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,8 +304,8 @@ async fn with_several_clusters_a_run_names_its_cluster_and_each_has_its_own_slot
         &config,
         format!(
             "clusters:\n{}{}",
-            entry("east", &east),
-            entry("west", &west)
+            tests::exporter::config_entry("east", &east),
+            tests::exporter::config_entry("west", &west)
         ),
     )
     .expect("write config");
@@ -378,7 +351,7 @@ async fn with_several_clusters_a_run_names_its_cluster_and_each_has_its_own_slot
         serde_json::json!({"workload": "write", "duration": 3.0, "rate": 50}),
     ));
     wait_for("east's run to write", Duration::from_secs(3), || async {
-        (count_keys(&east, PREFIX).await > 0).then_some(())
+        (east.count_keys(PREFIX).await > 0).then_some(())
     })
     .await;
     let (code, body) = post_to(Some("east"), small.clone()).await;
@@ -386,8 +359,8 @@ async fn with_several_clusters_a_run_names_its_cluster_and_each_has_its_own_slot
     let (code, report) = post_to(Some("west"), small.clone()).await;
     assert_eq!(code, 200, "{report}");
     assert_eq!(report["writes"]["ok"], 50);
-    assert_eq!(count_keys(&west, PREFIX).await, 0);
+    assert_eq!(west.count_keys(PREFIX).await, 0);
     let (code, report) = long.await.expect("join");
     assert_eq!(code, 200, "{report}");
-    assert_eq!(count_keys(&east, PREFIX).await, 0);
+    assert_eq!(east.count_keys(PREFIX).await, 0);
 }

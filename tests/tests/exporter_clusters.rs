@@ -6,20 +6,8 @@ use std::time::Duration;
 
 use clap::Parser as _;
 
-use tests::exporter::{cluster_flags, value};
+use tests::exporter::value;
 use tests::{EtcdCluster, RunningExporter};
-
-/// The --config entry for `cluster` named `name`, from the same flags the harness gives
-/// a single-cluster exporter (so TLS and auth would carry over).
-fn entry(name: &str, cluster: &EtcdCluster) -> String {
-    let flags = cluster_flags(cluster);
-    let mut yaml = format!("  - name: {name}\n");
-    for pair in flags.chunks(2) {
-        let key = pair[0].trim_start_matches("--").replace('-', "_");
-        yaml.push_str(&format!("    {key}: {:?}\n", pair[1]));
-    }
-    yaml
-}
 
 async fn cycle_of(exp: &RunningExporter, cluster: &str) -> u64 {
     let body = exp.json("/api/v1/clusters").await;
@@ -40,8 +28,8 @@ async fn two_clusters_are_told_apart_and_a_fault_shows_only_in_its_own() {
         &config,
         format!(
             "clusters:\n{}{}",
-            entry("east", &east),
-            entry("west", &west)
+            tests::exporter::config_entry("east", &east),
+            tests::exporter::config_entry("west", &west)
         ),
     )
     .expect("write config");
