@@ -195,9 +195,9 @@ impl EtcdCluster {
         for i in 0..cluster.members.len() {
             cluster.spawn(i);
         }
-        // A port picked by `free_port` can be taken by someone else before etcd binds it
-        // (other tests bind :0 all the time), and a starved machine can delay the first
-        // election: start again on new ports rather than fail the test.
+        // A port picked by `free_port` can still be taken before etcd binds it (by a
+        // daemon outside the tests), and a starved machine can delay the first election:
+        // start again on new ports rather than fail the test.
         for attempt in 1..=3 {
             match cluster.wait_started(Duration::from_secs(60)).await {
                 Ok(()) => break,
@@ -271,7 +271,7 @@ impl EtcdCluster {
             m.peer_port = pp;
         }
         // In two steps, through placeholders, so that a new port equal to another old one
-        // is not renamed twice. (Ports from `free_port` are ephemeral: all five digits.)
+        // is not renamed twice. (Ports from `free_port` have five digits.)
         for m in &mut self.members {
             for arg in &mut m.args {
                 for (k, (from, _)) in renames.iter().enumerate() {

@@ -25,12 +25,37 @@ use std::time::Duration;
 /// Clusters that may run at the same time.
 pub const MAX_CLUSTERS: usize = 2;
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// Ports handed out by [`free_port`]: below Linux's ephemeral range (32768-60999 by
+/// default), so no `connect()` or `bind(:0)` anywhere on the machine takes one between
+/// the moment it is picked and the moment the daemon binds it.
+const PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A free TCP port on 127.0.0.1 for a daemon a test starts.
+///
+/// A port from `bind(:0)` is ephemeral: after it is released, any outgoing connection
+/// on the machine may take it before etcd or Prometheus binds it (seen in CI: three
+/// cluster starts in a row failed with "address already in use"). These come from a
+/// range the kernel never assigns, each at most once per test process, starting at an
+/// offset of the process id so that test processes run one after another do not step
+/// on each other's lingering sockets; the one returned was bindable when picked.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = PORTS.end - PORTS.start;
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(2_654_435_761) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (PORTS.start + n % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {PORTS:?}")
 }
 
 /// Polls `check` every 100 ms until it returns `Some` or `timeout` passes.
