@@ -413,3 +413,67 @@ async fn a_frozen_member_is_down_within_two_intervals_and_the_server_stays_promp
     )
     .await;
 }
+
+/// A member that dies breaks its connection, and the exporter collects at once instead
+/// of at its next tick: with a 30s interval, the killed member is down within seconds.
+/// (A frozen member breaks nothing; the next cycle's deadline finds it, as tested above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_member_is_seen_at_once_not_at_the_next_tick() {
+    tests::init_logs();
+    let mut cluster = EtcdCluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await;
+    let exp = RunningExporter::for_cluster(&cluster, "30s", &[]).await;
+    wait_for(
+        "the first cycle to see 3 healthy members",
+        Duration::from_secs(20),
+        || async {
+            let m = exp.metrics().await;
+            (value(&m, "etcd_cluster_healthy_members", &[]) == Some(3.0)).then_some(())
+        },
+    )
+    .await;
+    // The watches that notice a broken connection start after the first answers.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let victim = (leader + 1) % 3;
+    let name = MEMBERS[victim];
+    cluster.kill(victim);
+    let killed = Instant::now();
+    wait_for(
+        "the killed member to be down well before the next tick (30s)",
+        Duration::from_secs(10),
+        || async {
+            let m = exp.metrics().await;
+            (value(&m, "etcd_member_up", &[("member", name)]) == Some(0.0)
+                && value(&m, "etcd_cluster_healthy_members", &[]) == Some(2.0))
+            .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "killed member seen down {:.1?} after the kill",
+        killed.elapsed()
+    );
+    // Restarted, it is watched again: killing it a second time is also seen at once.
+    cluster.restart(victim);
+    exp.wait_cycles(1).await;
+    wait_for(
+        "the restarted member to be up",
+        Duration::from_secs(70),
+        || async {
+            let m = exp.metrics().await;
+            (value(&m, "etcd_member_up", &[("member", name)]) == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.kill(victim);
+    wait_for(
+        "the member killed again to be down before the next tick",
+        Duration::from_secs(10),
+        || async {
+            let m = exp.metrics().await;
+            (value(&m, "etcd_member_up", &[("member", name)]) == Some(0.0)).then_some(())
+        },
+    )
+    .await;
+}
