@@ -43,8 +43,10 @@ use observe::{NativeMemory, Observation};
 /// Probes kept for the latency window, per kind.
 pub const PROBE_WINDOW: usize = 1000;
 
-/// The shortest time from one cycle's start to a cycle woken by a broken connection.
-pub const MIN_WAKE_GAP: std::time::Duration = std::time::Duration::from_millis(500);
+/// The shortest time from one cycle's start to a cycle woken by a broken connection:
+/// longer than an election (1-2 s), so that two cycles in a row, which the quorum alerts
+/// need before they page (rules/etcd-alerts.yml), never both fall within one.
+pub const MIN_WAKE_GAP: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
