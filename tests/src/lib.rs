@@ -13,6 +13,7 @@ pub mod etcd;
 pub mod exporter;
 pub mod prometheus;
 pub mod relay;
+pub mod stack;
 pub mod tls;
 
 pub use agent::RunningAgent;
