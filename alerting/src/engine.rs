@@ -456,8 +456,9 @@ pub fn needs_update(
         return true;
     }
     if firing.is_empty() {
-        // Nothing fires for it any more (resolved unsent, or silenced): clear the log, so
-        // that an alert firing again, or a silence ending, is news.
+        // Nothing fires for it any more: clear the log (sending what resolved), so that
+        // an alert firing again is news. (A group whose firing alerts are all muted
+        // keeps its log: see `decide`.)
         return !e.firing.is_empty();
     }
     now_ms.saturating_sub(e.at_ms) >= ms(repeat)
@@ -588,6 +589,13 @@ fn decide(st: &State, cfg: &RelayConfig, keys: &[String], now_ms: i64) -> Vec<Fl
                 at_ms: now_ms,
             };
             if firing.is_empty() && resolved.is_empty() {
+                // Every alert still firing is muted (silenced or inhibited) and nothing
+                // resolved is news: as in Alertmanager, whose mute stage leaves nothing
+                // to log, the receiver's log stays as it is, so that an alert it heard
+                // fire, muted meanwhile, is still sent as resolved when it resolves.
+                if members.iter().any(|a| a.status == Status::Firing) {
+                    continue;
+                }
                 flush.deliveries.push((None, nkey, log));
                 continue;
             }

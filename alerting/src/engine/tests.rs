@@ -243,6 +243,45 @@ fn inhibited_alerts_are_not_notified_and_are_once_the_source_resolves() {
     );
 }
 
+/// A warning the receiver heard fire, then muted by a lost quorum while it still fires,
+/// is sent as resolved when it resolves (Alertmanager's mute stage leaves the receiver's
+/// log alone; clearing it would leave chat saying the member is down for good).
+#[test]
+fn an_alert_heard_then_inhibited_is_still_sent_as_resolved() {
+    let (_d, e) = engine(
+        "group_wait: 0s\ngroup_interval: 1m\nreceivers:\n  - name: r\n    console: {}\ninhibit_rules:\n  - source_matchers: ['alertname=\"EtcdQuorumLost\"']\n    target_matchers: ['alertname=\"EtcdMemberDown\"']\n    equal: [cluster]\n",
+    );
+    let down = alert(
+        &[("alertname", "EtcdMemberDown"), ("cluster", "a")],
+        Status::Firing,
+    );
+    let lost = alert(
+        &[("alertname", "EtcdQuorumLost"), ("cluster", "a")],
+        Status::Firing,
+    );
+    let sent = |e: &Engine, status: Status| {
+        queued(e, "r").iter().any(|d| {
+            d.notification.status == status
+                && d.notification.alerts[0].fingerprint == down.fingerprint
+        })
+    };
+    e.ingest(std::slice::from_ref(&down), T0).expect("down");
+    assert!(sent(&e, Status::Firing), "heard fire");
+    e.ingest(std::slice::from_ref(&lost), T0 + 1_000).expect("lost");
+    // The member-down group flushes while its one alert is inhibited: nothing is sent.
+    let before = queued(&e, "r").len();
+    e.tick(T0 + 61_000).expect("tick");
+    assert_eq!(queued(&e, "r").len(), before, "muted: nothing sent");
+    let resolved = |a: &Alert| Alert {
+        status: Status::Resolved,
+        ..a.clone()
+    };
+    e.ingest(&[resolved(&lost), resolved(&down)], T0 + 70_000)
+        .expect("both resolve");
+    e.tick(T0 + 121_001).expect("tick");
+    assert!(sent(&e, Status::Resolved), "the resolution reaches the receiver");
+}
+
 #[test]
 fn a_silenced_alert_is_notified_once_the_silence_expires() {
     let (_d, e) = engine(ONE);
