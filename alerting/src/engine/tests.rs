@@ -267,7 +267,8 @@ fn an_alert_heard_then_inhibited_is_still_sent_as_resolved() {
     };
     e.ingest(std::slice::from_ref(&down), T0).expect("down");
     assert!(sent(&e, Status::Firing), "heard fire");
-    e.ingest(std::slice::from_ref(&lost), T0 + 1_000).expect("lost");
+    e.ingest(std::slice::from_ref(&lost), T0 + 1_000)
+        .expect("lost");
     // The member-down group flushes while its one alert is inhibited: nothing is sent.
     let before = queued(&e, "r").len();
     e.tick(T0 + 61_000).expect("tick");
@@ -279,7 +280,10 @@ fn an_alert_heard_then_inhibited_is_still_sent_as_resolved() {
     e.ingest(&[resolved(&lost), resolved(&down)], T0 + 70_000)
         .expect("both resolve");
     e.tick(T0 + 121_001).expect("tick");
-    assert!(sent(&e, Status::Resolved), "the resolution reaches the receiver");
+    assert!(
+        sent(&e, Status::Resolved),
+        "the resolution reaches the receiver"
+    );
 }
 
 #[test]
