@@ -18,6 +18,9 @@
 //! its first message). So all but the NOSPACE test (a critical with no `for`, about two
 //! minutes) are `#[ignore]`d and run by the script. Waits are time-boxed at the shipped
 //! timing plus a margin; a resolution that misses its box fails the test.
+//!
+//! The partition test puts a proxy in front of each member's peer port and needs root
+//! (it breaks the members' earlier peer connections with `ss -K`).
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -620,5 +623,100 @@ async fn relay_down() {
         "heartbeat URL",
         missed,
         Some(back.duration_since(t1)),
+    );
+}
+
+/// (h) A follower cut off from its peers while its clients still reach it (a proxy in
+/// front of every member's peer port refuses, and closes, the cut member's raft traffic
+/// both ways): it answers the exporter but follows no leader, EtcdMemberPartitioned in
+/// chat after a minute (and EtcdQuorumAtRisk: a cut-off member is not a healthy one); the
+/// other two keep quorum, so nobody is paged. Healed, it rejoins and the warnings resolve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "about 9 minutes; run by scripts/fault-catalog.sh"]
+async fn member_partitioned() {
+    let stack = healthy_stack(StackOptions {
+        peer_proxies: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let leader = stack.leader().await;
+    let i = (leader + 1) % stack.cluster.members.len();
+    let name = stack.cluster.members[i].name.clone();
+    let id = {
+        let mut c = stack.cluster.client(i).await;
+        let list = c.member_list().await.expect("member list");
+        list.members()
+            .iter()
+            .find(|m| m.name() == name)
+            .map(|m| m.id())
+            .expect("the member is listed")
+    };
+    for (j, p) in stack.peer_proxies.iter().enumerate() {
+        if j == i {
+            p.cut_all();
+        } else {
+            p.cut_from(id);
+        }
+    }
+    let t0 = Instant::now();
+    let partitioned = stack
+        .wait_slack(
+            "WARNING",
+            "EtcdMemberPartitioned",
+            Some(&name),
+            t0,
+            WARNING_1M,
+        )
+        .await;
+    let at_risk = stack
+        .wait_slack("WARNING", "EtcdQuorumAtRisk", None, t0, WARNING_1M)
+        .await;
+    // Its clients still reach it: a serializable read answers.
+    let mut c = stack.cluster.client(i).await;
+    c.get(
+        "anything",
+        Some(etcd_client::GetOptions::new().with_serializable()),
+    )
+    .await
+    .expect("a serializable read from the cut-off member");
+    stack.assert_nothing_paged().await;
+
+    for p in &stack.peer_proxies {
+        p.heal();
+    }
+    let t1 = Instant::now();
+    let resolved = stack
+        .wait_slack(
+            "RESOLVED",
+            "EtcdMemberPartitioned",
+            Some(&name),
+            t1,
+            WARNING_RESOLVED,
+        )
+        .await;
+    let at_risk_resolved = stack
+        .wait_slack("RESOLVED", "EtcdQuorumAtRisk", None, t1, WARNING_RESOLVED)
+        .await;
+    stack
+        .cluster
+        .wait_all_have_leader(Duration::from_secs(60))
+        .await;
+    stack.assert_nothing_paged().await;
+    eprintln!("{}", stack.report().await);
+    catalog(
+        "member cut off from its peers (clients still reach it)",
+        "EtcdMemberPartitioned",
+        "warning",
+        "slack",
+        partitioned,
+        Some(resolved),
+    );
+    catalog(
+        "member cut off from its peers (clients still reach it)",
+        "EtcdQuorumAtRisk",
+        "warning",
+        "slack",
+        at_risk,
+        Some(at_risk_resolved),
     );
 }
