@@ -28,6 +28,10 @@ pub struct ClusterOptions {
     /// `(member index, URL)`: advertise this client URL instead of the one listened on
     /// (to put something in front of a member).
     pub advertise_client_url: Option<(usize, String)>,
+    /// `(member index, directory)`: this member's data dir instead of one in the
+    /// cluster's temp dir (a directory the test prepared, e.g. the mount point of a slow
+    /// filesystem). The test keeps it and cleans it up.
+    pub data_dirs: Vec<(usize, PathBuf)>,
 }
 
 impl Default for ClusterOptions {
@@ -38,6 +42,7 @@ impl Default for ClusterOptions {
             auth: false,
             quota_backend_bytes: None,
             advertise_client_url: None,
+            data_dirs: Vec::new(),
         }
     }
 }
@@ -101,7 +106,10 @@ impl EtcdCluster {
         let mut members = Vec::new();
         for (i, (cp, pp)) in ports.iter().enumerate() {
             let name = format!("m{}", i + 1);
-            let data_dir = dir.path().join(format!("{name}.etcd"));
+            let data_dir = match opts.data_dirs.iter().find(|(j, _)| *j == i) {
+                Some((_, d)) => d.clone(),
+                None => dir.path().join(format!("{name}.etcd")),
+            };
             let client = format!("{scheme}://127.0.0.1:{cp}");
             let advertised = match &opts.advertise_client_url {
                 Some((j, url)) if *j == i => url.clone(),
