@@ -147,6 +147,10 @@ pub struct StackOptions {
     /// talk to each other only through them), so that a member can be cut off from its
     /// peers while its clients still reach it.
     pub peer_proxies: bool,
+    /// Further `(from, to)` replacements in `prometheus/prometheus.yml`, after the
+    /// addresses (shorter intervals for a quick test, say); each must apply. None: the
+    /// shipped intervals, as the fault catalog runs.
+    pub prometheus_edits: Vec<(String, String)>,
 }
 
 /// The PagerDuty routing key the relay is started with.
@@ -206,19 +210,15 @@ pub struct SlackMessage {
 
 impl SlackMessage {
     /// Whether it is about `alertname` (on `member`, when given): its title starts with
-    /// the name, or, for a message listing several alerts, its details name them.
+    /// the name (the relay's title: `Name on member (cluster): summary`, or `Name,
+    /// Other: ...` for a group of several names), and names the member.
     pub fn is_about(&self, alertname: &str, member: Option<&str>) -> bool {
-        let named = self.title.starts_with(&format!("{alertname} "))
-            || self.title.starts_with(&format!("{alertname}:"))
-            || self.title.starts_with(&format!("{alertname},"));
-        let on = match member {
-            None => true,
-            Some(m) => {
-                self.title.contains(&format!(" on {m} ")) || {
-                    self.title.contains(&format!(" on {m}:"))
-                }
-            }
-        };
+        let named = [" ", ":", ","]
+            .iter()
+            .any(|end| self.title.starts_with(&format!("{alertname}{end}")));
+        let on = member.is_none_or(|m| {
+            self.title.contains(&format!(" on {m} ")) || self.title.contains(&format!(" on {m}:"))
+        });
         named && on
     }
 }
@@ -249,8 +249,8 @@ pub struct ShippedStack {
 }
 
 impl ShippedStack {
-    /// Starts everything; returns once Prometheus scrapes all of it (not yet healthy:
-    /// see [`ShippedStack::wait_healthy`]).
+    /// Starts everything; returns once every daemon answers and Prometheus is ready
+    /// (not yet scraped: see [`ShippedStack::wait_healthy`]).
     pub async fn start(opts: StackOptions) -> Self {
         let cluster = EtcdCluster::start_with(opts.cluster.clone()).await;
         cluster.wait_leader(Duration::from_secs(30)).await;
@@ -322,15 +322,19 @@ impl ShippedStack {
         let relay = Daemon::start_new("relay", run).await;
 
         let agent_addrs: Vec<String> = agents.iter().map(|a| a.addr.to_string()).collect();
-        let prometheus = RunningPrometheus::start(
-            &shipped_prometheus_config(
-                &exporter.addr.to_string(),
-                &agent_addrs,
-                &relay.addr.to_string(),
-            ),
-            &[],
-        )
-        .await;
+        let mut config = shipped_prometheus_config(
+            &exporter.addr.to_string(),
+            &agent_addrs,
+            &relay.addr.to_string(),
+        );
+        for (from, to) in &opts.prometheus_edits {
+            assert!(
+                config.contains(from.as_str()),
+                "prometheus.yml has no {from}"
+            );
+            config = config.replace(from.as_str(), to);
+        }
+        let prometheus = RunningPrometheus::start(&config, &[]).await;
         ShippedStack {
             cluster,
             agents,
