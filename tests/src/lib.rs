@@ -59,6 +59,26 @@ pub fn free_port() -> u16 {
     panic!("no free port on 127.0.0.1 in {PORTS:?}")
 }
 
+/// Runs etcd-monitor-bench's command line (`argv`, the program name first) in-process:
+/// exit code, stdout, stderr. On a plain thread, because it starts its own runtime.
+pub async fn run_bench(argv: Vec<String>) -> (u8, String, String) {
+    tokio::task::spawn_blocking(move || {
+        std::thread::spawn(move || {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let code = bench::cli::main_with(argv, &mut out, &mut err, false);
+            (
+                code,
+                String::from_utf8_lossy(&out).into_owned(),
+                String::from_utf8_lossy(&err).into_owned(),
+            )
+        })
+        .join()
+        .expect("bench thread")
+    })
+    .await
+    .expect("join")
+}
+
 /// Polls `check` every 100 ms until it returns `Some` or `timeout` passes.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

@@ -10,21 +10,7 @@ use tests::{ChildGuard, EtcdCluster};
 async fn bench(args: &[String]) -> (u8, String, String) {
     let mut argv = vec!["etcd-monitor-bench".to_owned()];
     argv.extend(args.iter().cloned());
-    tokio::task::spawn_blocking(move || {
-        std::thread::spawn(move || {
-            let (mut out, mut err) = (Vec::new(), Vec::new());
-            let code = bench::cli::main_with(argv, &mut out, &mut err, false);
-            (
-                code,
-                String::from_utf8_lossy(&out).into_owned(),
-                String::from_utf8_lossy(&err).into_owned(),
-            )
-        })
-        .join()
-        .expect("bench thread")
-    })
-    .await
-    .expect("join")
+    tests::run_bench(argv).await
 }
 
 fn args(cluster: &EtcdCluster, rest: &str) -> Vec<String> {

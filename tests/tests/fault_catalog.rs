@@ -24,6 +24,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use tests::run_bench as bench;
 use tests::stack::{ShippedStack, StackOptions};
 use tests::ClusterOptions;
 
@@ -62,26 +63,6 @@ async fn healthy_stack(opts: StackOptions) -> ShippedStack {
     let stack = ShippedStack::start(opts).await;
     stack.wait_healthy().await;
     stack
-}
-
-/// Runs etcd-monitor-bench's command line in-process (it starts its own runtime, so on a
-/// plain thread): exit code, stdout, stderr.
-async fn bench(argv: Vec<String>) -> (u8, String, String) {
-    tokio::task::spawn_blocking(move || {
-        std::thread::spawn(move || {
-            let (mut out, mut err) = (Vec::new(), Vec::new());
-            let code = bench::cli::main_with(argv, &mut out, &mut err, false);
-            (
-                code,
-                String::from_utf8_lossy(&out).into_owned(),
-                String::from_utf8_lossy(&err).into_owned(),
-            )
-        })
-        .join()
-        .expect("bench thread")
-    })
-    .await
-    .expect("join")
 }
 
 /// Runs etcd-monitor-ctl's command line in-process against `endpoints`; panics unless

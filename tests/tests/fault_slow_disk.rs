@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tests::run_bench as bench;
 use tests::stack::{ShippedStack, StackOptions};
 use tests::ClusterOptions;
 
@@ -335,26 +336,6 @@ impl Load {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.expect("load task")
     }
-}
-
-/// Runs etcd-monitor-bench's command line in-process (it starts its own runtime, so on a
-/// plain thread): exit code, stdout, stderr.
-async fn bench(argv: Vec<String>) -> (u8, String, String) {
-    tokio::task::spawn_blocking(move || {
-        std::thread::spawn(move || {
-            let (mut out, mut err) = (Vec::new(), Vec::new());
-            let code = bench::cli::main_with(argv, &mut out, &mut err, false);
-            (
-                code,
-                String::from_utf8_lossy(&out).into_owned(),
-                String::from_utf8_lossy(&err).into_owned(),
-            )
-        })
-        .join()
-        .expect("bench thread")
-    })
-    .await
-    .expect("join")
 }
 
 /// The value of a one-series query, if there is one.
