@@ -353,30 +353,6 @@ impl Timing {
     }
 }
 
-/// `prometheus/prometheus.yml` with the test's addresses, and nothing else changed. Every
-/// replacement must apply, so a change to the shipped file shows here.
-fn shipped_config(exporter: &str, agents: &[String], relay: &str) -> String {
-    let mut config = std::fs::read_to_string(repo_root().join("prometheus/prometheus.yml"))
-        .expect("prometheus/prometheus.yml");
-    let rules_dir = format!("{}/", repo_root().join("rules").display());
-    let mut replacements: Vec<(String, String)> = vec![
-        ("'127.0.0.1:8080'".into(), format!("'{exporter}'")),
-        ("'127.0.0.1:9095'".into(), format!("'{relay}'")),
-        ("../rules/".into(), rules_dir),
-    ];
-    for (i, a) in agents.iter().enumerate() {
-        replacements.push((format!("'127.0.0.1:{}'", 9101 + i), format!("'{a}'")));
-    }
-    for (from, to) in replacements {
-        assert!(
-            config.contains(&from),
-            "prometheus/prometheus.yml no longer contains {from}"
-        );
-        config = config.replace(&from, &to);
-    }
-    config
-}
-
 /// The relay reads its secrets and URLs from the process's environment, once, at start.
 /// One relay starts at a time, and the variables are removed again as soon as it has read
 /// them, so that no other test of this file sees them.
@@ -491,7 +467,7 @@ impl Chain {
         let relay = shipped_relay(&pagerduty, &slack, &heartbeat).await;
         let agent_addrs: Vec<String> = agents.iter().map(|a| a.addr.to_string()).collect();
         let prom = RunningPrometheus::start(
-            &shipped_config(
+            &tests::stack::shipped_prometheus_config(
                 &exporter.addr.to_string(),
                 &agent_addrs,
                 &relay.addr.to_string(),
