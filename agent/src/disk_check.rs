@@ -17,27 +17,47 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-/// Flags of `disk-check`.
+/// Flags of `disk-check`; each also reads `ETCD_MONITOR_AGENT_DISK_CHECK_<FLAG>`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DiskCheckArgs {
     /// Directory to test (put it on the disk etcd's data dir will use).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "ETCD_MONITOR_AGENT_DISK_CHECK_DIR", value_name = "DIR")]
     pub dir: PathBuf,
 
     /// Total bytes to write (suffixes k, m, g, KiB, MiB, GiB are binary; kB, MB, GB decimal).
-    #[arg(long, default_value = "22MiB", value_parser = parse_size)]
+    #[arg(
+        long,
+        env = "ETCD_MONITOR_AGENT_DISK_CHECK_SIZE",
+        default_value = "22MiB",
+        value_parser = parse_size
+    )]
     pub size: u64,
 
     /// Bytes per write.
-    #[arg(long, default_value = "2300", value_parser = parse_size)]
+    #[arg(
+        long,
+        env = "ETCD_MONITOR_AGENT_DISK_CHECK_BLOCK_SIZE",
+        default_value = "2300",
+        value_parser = parse_size
+    )]
     pub block_size: u64,
 
     /// The fdatasync p99 that passes (etcd's guidance is 10ms).
-    #[arg(long, default_value = "10ms", value_parser = common::parse_duration)]
+    #[arg(
+        long,
+        env = "ETCD_MONITOR_AGENT_DISK_CHECK_MAX_P99",
+        default_value = "10ms",
+        value_parser = common::parse_duration
+    )]
     pub max_p99: Duration,
 
     /// Report format.
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "ETCD_MONITOR_AGENT_DISK_CHECK_OUTPUT",
+        value_enum,
+        default_value = "text"
+    )]
     pub output: Output,
 }
 

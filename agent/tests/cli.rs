@@ -161,6 +161,39 @@ fn disk_check_fails_a_limit_it_cannot_meet() {
     assert_eq!(agent::disk_check::leftovers(dir.path()), 0);
 }
 
+/// Every disk-check flag from its `ETCD_MONITOR_AGENT_DISK_CHECK_*` variable; a flag
+/// given wins over its variable.
+#[test]
+fn disk_check_reads_its_flags_from_the_environment() {
+    let dir = tempfile::tempdir().expect("dir");
+    let d = dir.path().to_str().expect("utf8");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["disk-check", "--block-size", "1000"])
+        .env_clear()
+        .env("ETCD_MONITOR_AGENT_DISK_CHECK_DIR", d)
+        .env("ETCD_MONITOR_AGENT_DISK_CHECK_SIZE", "50000")
+        .env("ETCD_MONITOR_AGENT_DISK_CHECK_BLOCK_SIZE", "4k")
+        .env("ETCD_MONITOR_AGENT_DISK_CHECK_MAX_P99", "1ns")
+        .env("ETCD_MONITOR_AGENT_DISK_CHECK_OUTPUT", "json");
+    let f = common::process::run_with_deadline(cmd, Duration::from_secs(60)).expect("ran");
+    assert_eq!(f.code, Some(1), "1ns cannot pass: {}{}", f.stdout, f.stderr);
+    let r: serde_json::Value = serde_json::from_str(&f.stdout).expect("JSON from the variable");
+    assert_eq!(r["dir"], d);
+    assert_eq!(
+        (r["size_bytes"].as_u64(), r["writes"].as_u64()),
+        (Some(50_000), Some(50))
+    );
+    assert_eq!(r["block_size_bytes"], 1000, "the flag wins");
+    assert!(
+        r["max_p99_ms"]
+            .as_f64()
+            .is_some_and(|m| m > 0.0 && m < 1e-3),
+        "{r}"
+    );
+    assert_eq!(r["pass"], false);
+    assert_eq!(agent::disk_check::leftovers(dir.path()), 0);
+}
+
 fn fio_p99_ms(dir: &str) -> f64 {
     let out = Command::new("fio")
         .args([

@@ -27,6 +27,11 @@ fn parse_labels(raw: &[String]) -> Result<Vec<(String, String)>, String> {
             if !valid || k == "job" {
                 return Err(format!("--label: {k:?} is not a usable label name"));
             }
+            if k == "workload" {
+                return Err(format!(
+                    "--label: {k:?} is set by the bench (the workload is part of the group)"
+                ));
+            }
             Ok((k.to_owned(), v.to_owned()))
         })
         .collect()
@@ -43,8 +48,8 @@ where
     main_with(argv, &mut std::io::stdout(), &mut std::io::stderr(), tty)
 }
 
-/// [`main`] writing to `out` and `err`; `progress` shows a progress line on `err`'s
-/// terminal (never in tests).
+/// [`main`] writing to `out` and `err`; `tty` says that stderr is a terminal, where a
+/// progress bar then shows with the text report (never with JSON).
 pub fn main_with<I, T>(
     argv: I,
     out: &mut dyn std::io::Write,

@@ -6,10 +6,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use common::etcd::EtcdArgs;
 use serde::Serialize;
 
-/// etcd-monitor-bench: puts load on an etcd cluster (write, read or mixed), reports like
-/// etcd's benchmark tool (or as JSON), pushes the results to a Pushgateway and fails when
-/// a threshold is missed. Exit codes: 0 ok, 1 a threshold missed, 2 bad flags or etcd
-/// unreachable, 3 the push to the Pushgateway failed.
+/// etcd-monitor-bench: puts load on an etcd cluster (write, read, mixed, txn or watch),
+/// reports like etcd's benchmark tool (or as JSON), pushes the results to a Pushgateway and
+/// fails when a threshold is missed. Every flag also reads `ETCD_MONITOR_BENCH_<FLAG>`
+/// (the etcd connection flags read the exporter's `ETCD_MONITOR_<FLAG>`). Exit codes: 0
+/// ok, 1 a threshold missed, 2 bad flags or etcd unreachable, 3 the push to the
+/// Pushgateway failed.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "etcd-monitor-bench", version)]
 pub struct Args {
@@ -35,45 +37,89 @@ pub struct Args {
     pub clients: usize,
 
     /// Requests to make in all (the run stops then); excludes --duration.
-    #[arg(long, global = true, conflicts_with = "duration")]
-    pub total: Option<u64>,
-
-    /// How long to run; excludes --total.
-    #[arg(long, global = true, value_parser = common::parse_duration)]
-    pub duration: Option<Duration>,
-
-    /// Requests per second for the whole run; 0 means as fast as possible.
     #[arg(
         long,
         global = true,
+        env = "ETCD_MONITOR_BENCH_TOTAL",
+        conflicts_with = "duration"
+    )]
+    pub total: Option<u64>,
+
+    /// How long to run; excludes --total.
+    #[arg(
+        long,
+        global = true,
+        env = "ETCD_MONITOR_BENCH_DURATION",
+        value_parser = common::parse_duration
+    )]
+    pub duration: Option<Duration>,
+
+    /// Requests per second for the whole run; 0 means as fast as possible. With a rate,
+    /// latency is timed from each request's scheduled send, so a cluster that falls
+    /// behind shows it; the service time (from the actual send) is reported beside it.
+    #[arg(
+        long,
+        global = true,
+        env = "ETCD_MONITOR_BENCH_RATE",
         default_value_t = 0.0,
         allow_negative_numbers = true
     )]
     pub rate: f64,
 
     /// Key size in bytes.
-    #[arg(long, global = true, default_value_t = 8)]
+    #[arg(
+        long,
+        global = true,
+        env = "ETCD_MONITOR_BENCH_KEY_SIZE",
+        default_value_t = 8
+    )]
     pub key_size: usize,
 
-    /// Value size in bytes.
-    #[arg(long, global = true, default_value_t = 8)]
+    /// Value size in bytes (watch puts carry at least 20: their send times).
+    #[arg(
+        long,
+        global = true,
+        env = "ETCD_MONITOR_BENCH_VAL_SIZE",
+        default_value_t = 8
+    )]
     pub val_size: usize,
 
     /// Number of distinct keys.
-    #[arg(long, global = true, default_value_t = 1000)]
+    #[arg(
+        long,
+        global = true,
+        env = "ETCD_MONITOR_BENCH_KEY_SPACE",
+        default_value_t = 1000
+    )]
     pub key_space: u64,
 
     /// Prefix of every key the bench writes (it counts toward --key-size).
-    #[arg(long, global = true, default_value = "")]
+    #[arg(
+        long,
+        global = true,
+        env = "ETCD_MONITOR_BENCH_PREFIX",
+        default_value = ""
+    )]
     pub prefix: String,
 
     /// Time at the start whose requests are left out of the figures (default: 0 with
     /// --total, 1s with --duration).
-    #[arg(long, global = true, value_parser = common::parse_duration)]
+    #[arg(
+        long,
+        global = true,
+        env = "ETCD_MONITOR_BENCH_WARMUP",
+        value_parser = common::parse_duration
+    )]
     pub warmup: Option<Duration>,
 
-    /// Report format.
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    /// Report format (a progress bar shows on a terminal with text only).
+    #[arg(
+        long,
+        global = true,
+        env = "ETCD_MONITOR_BENCH_OUTPUT",
+        value_enum,
+        default_value = "text"
+    )]
     pub output: Output,
 
     /// Pushgateway base URL to PUT the results to after the run.
@@ -81,19 +127,36 @@ pub struct Args {
     pub pushgateway: Option<String>,
 
     /// Pushgateway job name.
-    #[arg(long, global = true, default_value = "etcd-monitor-bench")]
+    #[arg(
+        long,
+        global = true,
+        env = "ETCD_MONITOR_BENCH_JOB",
+        default_value = "etcd-monitor-bench"
+    )]
     pub job: String,
 
-    /// Grouping label k=v (repeatable).
-    #[arg(long = "label", global = true, value_name = "K=V")]
+    /// Grouping label k=v (repeatable; comma-separated in the variable). The workload is
+    /// always part of the group.
+    #[arg(
+        long = "label",
+        global = true,
+        env = "ETCD_MONITOR_BENCH_LABEL",
+        value_delimiter = ',',
+        value_name = "K=V"
+    )]
     pub labels: Vec<String>,
 
     /// Fail (exit 1) when p99 latency is above this.
-    #[arg(long, global = true, value_parser = common::parse_duration)]
+    #[arg(
+        long,
+        global = true,
+        env = "ETCD_MONITOR_BENCH_MAX_P99",
+        value_parser = common::parse_duration
+    )]
     pub max_p99: Option<Duration>,
 
     /// Fail (exit 1) when throughput (requests/s) is below this.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "ETCD_MONITOR_BENCH_MIN_THROUGHPUT")]
     pub min_throughput: Option<f64>,
 
     #[command(subcommand)]
@@ -106,27 +169,60 @@ pub enum WorkloadCmd {
     #[command(alias = "put")]
     Write {
         /// Write keys 0, 1, 2, ... instead of random ones.
-        #[arg(long)]
+        #[arg(long, env = "ETCD_MONITOR_BENCH_SEQUENTIAL_KEYS")]
         sequential_keys: bool,
     },
     /// Ranges (gets) of single keys.
     #[command(alias = "range")]
     Read {
         /// l (linearizable) or s (serializable).
-        #[arg(long, value_enum, default_value = "l")]
+        #[arg(
+            long,
+            env = "ETCD_MONITOR_BENCH_CONSISTENCY",
+            value_enum,
+            default_value = "l"
+        )]
         consistency: Consistency,
         /// The keys exist already: do not fill the key space first.
-        #[arg(long)]
+        #[arg(long, env = "ETCD_MONITOR_BENCH_KEYS_EXIST")]
         keys_exist: bool,
     },
     /// Reads and writes over one key space.
     Mixed {
         /// Share of reads, 0..1.
-        #[arg(long, default_value_t = 0.7, allow_negative_numbers = true)]
+        #[arg(
+            long,
+            env = "ETCD_MONITOR_BENCH_READ_RATIO",
+            default_value_t = 0.7,
+            allow_negative_numbers = true
+        )]
         read_ratio: f64,
         /// l (linearizable) or s (serializable) reads.
-        #[arg(long, value_enum, default_value = "l")]
+        #[arg(
+            long,
+            env = "ETCD_MONITOR_BENCH_CONSISTENCY",
+            value_enum,
+            default_value = "l"
+        )]
         consistency: Consistency,
+    },
+    /// Transactions of --ops-per-txn puts on distinct keys (etcd's txn-put).
+    #[command(alias = "txn-put")]
+    Txn {
+        /// Puts per transaction (etcd refuses more than its --max-txn-ops, 128 by default).
+        #[arg(long, env = "ETCD_MONITOR_BENCH_OPS_PER_TXN", default_value_t = 1)]
+        ops_per_txn: u32,
+    },
+    /// Puts on watched keys, timed from the put to each watcher's event (etcd's
+    /// watch-latency); every event is counted, a missing one is an error.
+    #[command(alias = "watch-latency")]
+    Watch {
+        /// Watchers, each watching every key of the run (the prefix).
+        #[arg(long, env = "ETCD_MONITOR_BENCH_WATCHERS", default_value_t = 10)]
+        watchers: u32,
+        /// gRPC watch streams the watchers share (spread over the connections).
+        #[arg(long, env = "ETCD_MONITOR_BENCH_STREAMS", default_value_t = 1)]
+        streams: u32,
     },
 }
 
@@ -161,6 +257,15 @@ pub enum Workload {
         read_ratio: f64,
         consistency: Consistency,
     },
+    /// Transactions of `ops_per_txn` puts on distinct keys.
+    Txn {
+        ops_per_txn: u32,
+    },
+    /// Puts watched by `watchers` watchers over `streams` watch streams.
+    Watch {
+        watchers: u32,
+        streams: u32,
+    },
 }
 
 impl Workload {
@@ -169,6 +274,8 @@ impl Workload {
             Workload::Write { .. } => "write",
             Workload::Read { .. } => "read",
             Workload::Mixed { .. } => "mixed",
+            Workload::Txn { .. } => "txn",
+            Workload::Watch { .. } => "watch",
         }
     }
 }
@@ -278,6 +385,37 @@ impl Params {
                     consistency: *consistency,
                 }
             }
+            WorkloadCmd::Txn { ops_per_txn } => {
+                if *ops_per_txn == 0 {
+                    return Err(bad("--ops-per-txn", "must be at least 1"));
+                }
+                if u64::from(*ops_per_txn) > a.key_space {
+                    return Err(bad(
+                        "--ops-per-txn",
+                        format!(
+                            "{ops_per_txn} puts on distinct keys need a --key-space of at least {ops_per_txn}"
+                        ),
+                    ));
+                }
+                Workload::Txn {
+                    ops_per_txn: *ops_per_txn,
+                }
+            }
+            WorkloadCmd::Watch { watchers, streams } => {
+                if *watchers == 0 {
+                    return Err(bad("--watchers", "must be at least 1"));
+                }
+                if *streams == 0 || streams > watchers {
+                    return Err(bad(
+                        "--streams",
+                        format!("{streams} is not between 1 and --watchers ({watchers})"),
+                    ));
+                }
+                Workload::Watch {
+                    watchers: *watchers,
+                    streams: *streams,
+                }
+            }
         };
         if let Some(m) = a.min_throughput {
             if !m.is_finite() || m < 0.0 {
@@ -311,5 +449,47 @@ impl Params {
     pub fn key(&self, i: u64) -> String {
         let width = self.key_size.saturating_sub(self.prefix.len()).max(1);
         format!("{}{i:0width$}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every flag of every workload reads `ETCD_MONITOR_BENCH_<FLAG>`; the etcd connection
+    /// flags read the exporter's `ETCD_MONITOR_<FLAG>`.
+    #[test]
+    fn every_flag_has_its_variable() {
+        let root = Args::command();
+        let connection: Vec<String> =
+            <EtcdArgs as clap::Args>::augment_args(clap::Command::new("x"))
+                .get_arguments()
+                .filter_map(|a| a.get_long().map(str::to_owned))
+                .collect();
+        let mut seen = 0;
+        for cmd in std::iter::once(&root).chain(root.get_subcommands()) {
+            for a in cmd.get_arguments() {
+                let Some(long) = a.get_long() else { continue };
+                if matches!(long, "help" | "version") {
+                    continue;
+                }
+                let flag = long.to_uppercase().replace('-', "_");
+                let want = if connection.iter().any(|c| c == long) {
+                    format!("ETCD_MONITOR_{flag}")
+                } else {
+                    format!("ETCD_MONITOR_BENCH_{flag}")
+                };
+                let env = a.get_env().map(|e| e.to_string_lossy().into_owned());
+                assert_eq!(
+                    env.as_deref(),
+                    Some(want.as_str()),
+                    "--{long} of {}",
+                    cmd.get_name()
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 30, "{seen} flags");
     }
 }

@@ -1,19 +1,27 @@
 //! Pushing a run's results to a Pushgateway: `PUT /metrics/job/<job>{/<label>/<value>}`
 //! replaces the whole group, so a later run with the same job and labels replaces this
 //! one. Label values are base64url-encoded in the path (the Pushgateway's `@base64`
-//! form), so any value is safe.
+//! form), so any value is safe. The workload is part of the group (`workload/<name>`
+//! after the job), so the workloads of one job sit side by side and each run replaces
+//! the previous one of its workload.
+//!
+//! The latency histogram is built from the HDR histogram's buckets (one pass over its
+//! recorded buckets, never over the samples). The latency quantiles are a summary, the
+//! type whose series carry a `quantile` label; prometheus-client has no summary, so those
+//! lines are written here.
 
+use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::params::Workload;
-use crate::run::Report;
+use crate::run::{Report, PERCENTS};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabels {
@@ -27,13 +35,7 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct QuantileLabel {
-    quantile: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InfoLabels {
-    workload: String,
     conns: String,
     clients: String,
     key_size: String,
@@ -42,6 +44,9 @@ struct InfoLabels {
     rate: String,
     consistency: String,
     read_ratio: String,
+    ops_per_txn: String,
+    watchers: String,
+    streams: String,
 }
 
 type FGauge = Gauge<f64, AtomicU64>;
@@ -51,6 +56,67 @@ fn buckets() -> Vec<f64> {
     let mut b = vec![0.0001, 0.00025, 0.0005];
     b.extend((0..14).map(|i| 0.001 * f64::from(1u32 << i)));
     b
+}
+
+/// A histogram whose buckets are given, not observed: `(upper bound, count in the bucket)`
+/// with `+Inf` last.
+#[derive(Debug)]
+struct GivenHistogram {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl EncodeMetric for GivenHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// `hist` (nanoseconds) in the buckets `bounds` (seconds, ascending): each of its recorded
+/// buckets, at its median value, goes to the first bound at or above it.
+fn given_histogram(hist: &hdrhistogram::Histogram<u64>, bounds: &[f64]) -> GivenHistogram {
+    let mut buckets: Vec<(f64, u64)> = bounds.iter().map(|b| (*b, 0)).collect();
+    buckets.push((f64::INFINITY, 0));
+    let mut sum = 0.0;
+    for v in hist.iter_recorded() {
+        let secs = hist.median_equivalent(v.value_iterated_to()) as f64 / 1e9;
+        let n = v.count_at_value();
+        sum += secs * n as f64;
+        let i = bounds.partition_point(|b| *b < secs);
+        buckets[i].1 += n;
+    }
+    GivenHistogram {
+        sum,
+        count: hist.len(),
+        buckets,
+    }
+}
+
+/// A summary of `hist` (nanoseconds) in the text format: quantiles, sum and count.
+fn summary(out: &mut String, name: &str, help: &str, hist: &hdrhistogram::Histogram<u64>) {
+    let _ = writeln!(out, "# HELP {name} {help}.");
+    let _ = writeln!(out, "# TYPE {name} summary");
+    let empty = hist.is_empty();
+    for p in PERCENTS {
+        let v = if empty {
+            f64::NAN
+        } else {
+            hist.value_at_percentile(p) as f64 / 1e9
+        };
+        let _ = writeln!(out, "{name}{{quantile=\"{}\"}} {v}", p / 100.0);
+    }
+    let sum = if empty {
+        0.0
+    } else {
+        hist.mean() * hist.len() as f64 / 1e9
+    };
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {}", hist.len());
 }
 
 /// The text body pushed for `r`.
@@ -98,26 +164,11 @@ pub fn body(r: &Report, thresholds_passed: bool) -> String {
         "Unix time the run started",
         g(r.started_at),
     );
-    let q: Family<QuantileLabel, FGauge> = Family::default();
-    for (p, v) in &r.latency.percentiles {
-        q.get_or_create(&QuantileLabel {
-            quantile: format!("{}", p / 100.0),
-        })
-        .set(*v);
-    }
     reg.register(
-        "etcd_bench_latency_seconds",
-        "Request latency at quantiles",
-        q,
+        "etcd_bench_request_duration_seconds",
+        "Request latency (from the scheduled send with --rate; watch: put to event)",
+        given_histogram(&r.hist, &buckets()),
     );
-    let h = Histogram::new(buckets());
-    for v in r.hist.iter_recorded() {
-        let secs = v.value_iterated_to() as f64 / 1e9;
-        for _ in 0..v.count_at_value() {
-            h.observe(secs);
-        }
-    }
-    reg.register("etcd_bench_request_duration_seconds", "Request latency", h);
     let errs: Family<KindLabel, Counter> = Family::default();
     for (kind, n) in &r.errors {
         errs.get_or_create(&KindLabel { kind: kind.clone() })
@@ -126,16 +177,22 @@ pub fn body(r: &Report, thresholds_passed: bool) -> String {
     reg.register("etcd_bench_errors", "Failed requests by kind", errs);
     let p = &r.params;
     let (consistency, read_ratio) = match &p.workload {
-        Workload::Write { .. } => ("", String::new()),
         Workload::Read { consistency, .. } => (consistency_str(*consistency), String::new()),
         Workload::Mixed {
             read_ratio,
             consistency,
         } => (consistency_str(*consistency), read_ratio.to_string()),
+        _ => ("", String::new()),
+    };
+    let (ops_per_txn, watchers, streams) = match &p.workload {
+        Workload::Txn { ops_per_txn } => (ops_per_txn.to_string(), String::new(), String::new()),
+        Workload::Watch { watchers, streams } => {
+            (String::new(), watchers.to_string(), streams.to_string())
+        }
+        _ => Default::default(),
     };
     let info: Family<InfoLabels, Gauge> = Family::default();
     info.get_or_create(&InfoLabels {
-        workload: p.workload.name().into(),
         conns: p.conns.to_string(),
         clients: p.clients.to_string(),
         key_size: p.key_size.to_string(),
@@ -144,6 +201,9 @@ pub fn body(r: &Report, thresholds_passed: bool) -> String {
         rate: p.rate.map(|r| r.to_string()).unwrap_or_else(|| "0".into()),
         consistency: consistency.into(),
         read_ratio,
+        ops_per_txn,
+        watchers,
+        streams,
     })
     .set(1);
     reg.register(
@@ -153,6 +213,20 @@ pub fn body(r: &Report, thresholds_passed: bool) -> String {
     );
     let mut out = String::new();
     let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &reg);
+    summary(
+        &mut out,
+        "etcd_bench_latency_seconds",
+        "Request latency at quantiles (from the scheduled send with --rate; watch: put to event)",
+        &r.hist,
+    );
+    if let Some(h) = &r.service_hist {
+        summary(
+            &mut out,
+            "etcd_bench_service_time_seconds",
+            "Request latency from the actual send at quantiles (with --rate)",
+            h,
+        );
+    }
     out
 }
 
@@ -168,10 +242,10 @@ fn b64url(s: &str) -> String {
     base64::engine::general_purpose::URL_SAFE.encode(s)
 }
 
-/// The group URL for `job` and `labels`.
-pub fn group_url(base: &str, job: &str, labels: &[(String, String)]) -> String {
+/// The group URL for `job`, `workload` and `labels`.
+pub fn group_url(base: &str, job: &str, workload: &str, labels: &[(String, String)]) -> String {
     let mut url = format!(
-        "{}/metrics/job@base64/{}",
+        "{}/metrics/job@base64/{}/workload/{workload}",
         base.trim_end_matches('/'),
         b64url(job)
     );
@@ -194,7 +268,7 @@ pub async fn push(
     r: &Report,
     thresholds_passed: bool,
 ) -> Result<(), String> {
-    let url = group_url(base, job, labels);
+    let url = group_url(base, job, r.params.workload.name(), labels);
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()
@@ -243,9 +317,28 @@ mod tests {
             group_url(
                 "http://pg:9091/",
                 "ci",
+                "txn",
                 &[("branch".into(), "feat/x".into())]
             ),
-            "http://pg:9091/metrics/job@base64/Y2k=/branch@base64/ZmVhdC94"
+            "http://pg:9091/metrics/job@base64/Y2k=/workload/txn/branch@base64/ZmVhdC94"
         );
+    }
+
+    #[test]
+    fn the_histogram_comes_from_the_hdr_buckets() {
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
+            .expect("bounds");
+        h.record_n(50_000, 1000).expect("record"); // 50 µs
+        h.record_n(3_000_000, 10).expect("record"); // 3 ms
+        h.record(20_000_000_000).expect("record"); // 20 s, past the last bound
+        let g = given_histogram(&h, &buckets());
+        assert_eq!(g.count, 1011);
+        assert_eq!(g.buckets.len(), buckets().len() + 1);
+        let at = |le: f64| g.buckets.iter().find(|(b, _)| *b == le).map(|(_, n)| *n);
+        assert_eq!(at(0.0001), Some(1000));
+        assert_eq!(at(0.004), Some(10));
+        assert_eq!(at(f64::INFINITY), Some(1));
+        assert_eq!(g.buckets.iter().map(|(_, n)| n).sum::<u64>(), 1011);
+        assert!((g.sum - (0.05 + 0.03 + 20.0)).abs() < 0.05, "{}", g.sum);
     }
 }

@@ -1,10 +1,11 @@
 //! The report, as etcd's benchmark tool prints it (summary, response-time histogram with
-//! bars, latency distribution, error distribution), or as JSON with the same numbers and
-//! the parameters of the run.
+//! bars, latency distribution, error distribution), or as JSON with the same numbers, flat
+//! percentiles for `jq` and the parameters of the run. `bench/report.schema.json`
+//! describes the JSON.
 
 use std::fmt::Write as _;
 
-use crate::run::Report;
+use crate::run::{Report, TimedFrom};
 
 /// The text report.
 pub fn text(r: &Report) -> String {
@@ -25,6 +26,19 @@ pub fn text(r: &Report) -> String {
         r.writes.ok + r.writes.errors,
         r.error_count()
     );
+    if let Some(w) = &r.watch {
+        let _ = writeln!(
+            o,
+            "  Watch events:\t{} received of {} expected ({} watchers on {} streams, {} missing)",
+            w.received_events, w.expected_events, w.watchers, w.streams, w.missing_events
+        );
+    }
+    if r.latency_from == TimedFrom::Schedule {
+        let _ = writeln!(
+            o,
+            "  Latency is timed from each request's scheduled send (--rate); service time below."
+        );
+    }
     if !r.histogram.is_empty() {
         let _ = writeln!(o, "\nResponse time histogram:");
         let max = r
@@ -40,6 +54,12 @@ pub fn text(r: &Report) -> String {
         }
         let _ = writeln!(o, "\nLatency distribution:");
         for (p, v) in &l.percentiles {
+            let _ = writeln!(o, "  {p}% in {v:.4} secs.");
+        }
+    }
+    if let Some(s) = &r.service_time {
+        let _ = writeln!(o, "\nService time distribution (from the actual send):");
+        for (p, v) in &s.percentiles {
             let _ = writeln!(o, "  {p}% in {v:.4} secs.");
         }
     }

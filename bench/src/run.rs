@@ -1,8 +1,22 @@
 //! The load: `conns` connections, one endpoint each (spread over the endpoints), shared
 //! by `clients` tasks that issue requests until `--total` is reached or `--duration` has
-//! passed. With `--rate`, request `n` may start no earlier than `start + n / rate`, so the
-//! run never goes faster than asked. Each client records its latencies in its own HDR
-//! histogram (merged at the end); requests that start during the warm-up are left out.
+//! passed. Each client records its latencies in its own HDR histograms (merged at the end);
+//! requests scheduled (or, without a rate, sent) during the warm-up are left out.
+//!
+//! Latency without coordinated omission: with `--rate`, request `n` is due at
+//! `start + n / rate` and its latency is timed from then, not from when a client got to
+//! send it. A cluster that stalls makes the requests behind the stall late, and they count
+//! as slow, as a user sending at that rate would see them; the service time (from the
+//! actual send) is kept beside it. With `--duration`, requests due before the end are
+//! still sent late, but none after the end plus `--command-timeout`: those left are
+//! counted as errors, never silently dropped.
+//!
+//! The watch workload: `watchers` watches of the key prefix over `streams` gRPC watch
+//! streams are created (and confirmed) before the first put; every put carries its due
+//! and send times in its value, so a watcher times each event from them without sharing
+//! state with the clients. After the last put, the watchers are waited for until every
+//! successful put has reached every watcher or `--command-timeout` has passed; events
+//! that never came are errors.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::etcd::EtcdConfig;
-use etcd_client::{Client, GetOptions};
+use etcd_client::{Client, EventType, GetOptions, Txn, TxnOp, WatchOptions, WatchResponseStream};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -23,6 +37,8 @@ pub enum RunError {
     Connect { endpoint: String, reason: String },
     #[error("filling the key space failed: {0}")]
     Fill(String),
+    #[error("creating the watchers failed: {0}")]
+    Watch(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -43,6 +59,21 @@ pub struct Latency {
     pub stddev: f64,
     /// `(percent, seconds)`: 10, 25, 50, 75, 90, 95, 99, 99.9.
     pub percentiles: Vec<(f64, f64)>,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub p999: f64,
+}
+
+/// What `latency` is timed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimedFrom {
+    /// The actual send (no `--rate`).
+    Send,
+    /// The send the rate schedule asked for.
+    Schedule,
 }
 
 /// One bar of the response-time histogram: requests up to `upto` seconds.
@@ -50,6 +81,17 @@ pub struct Latency {
 pub struct Bar {
     pub upto: f64,
     pub count: u64,
+}
+
+/// The watch workload's events (after the warm-up).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WatchCounts {
+    pub watchers: u32,
+    pub streams: u32,
+    /// Successful puts times watchers.
+    pub expected_events: u64,
+    pub received_events: u64,
+    pub missing_events: u64,
 }
 
 /// The outcome of a run.
@@ -65,12 +107,21 @@ pub struct Report {
     pub writes: OpCounts,
     /// Successful requests per second over the measured window.
     pub throughput: f64,
+    pub latency_from: TimedFrom,
     pub latency: Latency,
+    /// With `--rate`: latency from the actual send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_time: Option<Latency>,
     pub histogram: Vec<Bar>,
     pub errors: BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<WatchCounts>,
     /// Latencies in nanoseconds (for the Pushgateway histogram).
     #[serde(skip)]
     pub hist: Histogram<u64>,
+    /// Service times in nanoseconds, with `--rate`.
+    #[serde(skip)]
+    pub service_hist: Option<Histogram<u64>>,
 }
 
 impl Report {
@@ -79,7 +130,7 @@ impl Report {
     }
 
     pub fn error_count(&self) -> u64 {
-        self.reads.errors + self.writes.errors
+        self.reads.errors + self.writes.errors + self.watch.map_or(0, |w| w.missing_events)
     }
 
     pub fn p99(&self) -> f64 {
@@ -87,11 +138,18 @@ impl Report {
     }
 }
 
-const PERCENTS: [f64; 8] = [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9];
+pub const PERCENTS: [f64; 8] = [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9];
+
+const LOWEST_NS: u64 = 1_000;
+const HIGHEST_NS: u64 = 60_000_000_000;
 
 fn new_hist() -> Histogram<u64> {
     // 1 µs to 60 s, 3 significant digits: constant bounds that are valid.
-    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid histogram bounds")
+    Histogram::new_with_bounds(LOWEST_NS, HIGHEST_NS, 3).expect("valid histogram bounds")
+}
+
+fn record(h: &mut Histogram<u64>, ns: u64) {
+    h.saturating_record(ns.clamp(LOWEST_NS, HIGHEST_NS));
 }
 
 /// A short name for an error, for the error distribution.
@@ -108,12 +166,59 @@ pub fn error_kind(e: &etcd_client::Error) -> String {
     }
 }
 
-struct ClientStats {
+/// Errors of requests due before the end of `--duration` that could not be sent in time.
+const UNSENT: &str = "not sent: behind the --rate schedule at the end of --duration";
+/// Errors of watch events that never arrived.
+const MISSING: &str = "watch events missing";
+
+/// Figures one task gathers.
+struct Stats {
     hist: Histogram<u64>,
+    service: Option<Histogram<u64>>,
     reads: OpCounts,
     writes: OpCounts,
     errors: BTreeMap<String, u64>,
     last_end: Instant,
+}
+
+impl Stats {
+    fn new(rate: bool, start: Instant) -> Self {
+        Stats {
+            hist: new_hist(),
+            service: rate.then(new_hist),
+            reads: OpCounts::default(),
+            writes: OpCounts::default(),
+            errors: BTreeMap::new(),
+            last_end: start,
+        }
+    }
+
+    fn merge(&mut self, o: Stats) -> Result<(), RunError> {
+        let err =
+            |e: hdrhistogram::AdditionError| RunError::Internal(format!("merging histograms: {e}"));
+        self.hist.add(&o.hist).map_err(err)?;
+        if let (Some(a), Some(b)) = (self.service.as_mut(), o.service.as_ref()) {
+            a.add(b).map_err(err)?;
+        }
+        self.reads.ok += o.reads.ok;
+        self.reads.errors += o.reads.errors;
+        self.writes.ok += o.writes.ok;
+        self.writes.errors += o.writes.errors;
+        for (k, v) in o.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        self.last_end = self.last_end.max(o.last_end);
+        Ok(())
+    }
+
+    /// A latency: `due` is the scheduled send (with a rate), `sent` the actual one.
+    fn record(&mut self, due: Option<Instant>, sent: Instant, end: Instant) {
+        let ns = |from: Instant| end.saturating_duration_since(from).as_nanos() as u64;
+        record(&mut self.hist, ns(due.unwrap_or(sent)));
+        if let Some(s) = self.service.as_mut() {
+            record(s, ns(sent));
+        }
+    }
 }
 
 async fn connect_all(params: &Params, etcd: &EtcdConfig) -> Result<Vec<Client>, RunError> {
@@ -182,54 +287,265 @@ async fn fill(params: &Params, conns: &[Client]) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Runs the benchmark described by `params` against the cluster of `etcd`.
+/// The start of a watch put's value: the rest is its due and send times.
+const MAGIC: &[u8; 4] = b"emb1";
+
+/// A watch put's value: `MAGIC`, due and send times (ns since the start, little endian),
+/// padded to `val_size`.
+fn watch_value(due_ns: u64, sent_ns: u64, val_size: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(val_size.max(20));
+    v.extend_from_slice(MAGIC);
+    v.extend_from_slice(&due_ns.to_le_bytes());
+    v.extend_from_slice(&sent_ns.to_le_bytes());
+    v.resize(val_size.max(20), b'x');
+    v
+}
+
+/// The due and send times a watch put's value carries, `None` when it is not one.
+fn watch_times(v: &[u8]) -> Option<(u64, u64)> {
+    let rest = v.strip_prefix(MAGIC.as_slice())?;
+    let due = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+    let sent = u64::from_le_bytes(rest.get(8..16)?.try_into().ok()?);
+    Some((due, sent))
+}
+
+/// What a watch stream's task hands back.
+struct WatchOut {
+    stats: Stats,
+    /// Events of post-warm-up puts.
+    measured: u64,
+}
+
+/// Opens `streams` watch streams with `watchers` watches between them, each created and
+/// confirmed by etcd before this returns.
+async fn open_watchers(
+    params: &Params,
+    conns: &[Client],
+    watchers: u32,
+    streams: u32,
+    timeout: Duration,
+) -> Result<Vec<(etcd_client::WatchRequestSender, WatchResponseStream)>, RunError> {
+    let mut out = Vec::with_capacity(streams as usize);
+    for s in 0..streams {
+        let n = watchers / streams + u32::from(s < watchers % streams);
+        let mut c = conns[s as usize % conns.len()].clone();
+        let opts = || Some(WatchOptions::new().with_prefix());
+        let create = async {
+            let ws = c.watch(params.prefix.as_str(), opts()).await?;
+            let (mut tx, mut rx) = ws.split();
+            for _ in 1..n {
+                tx.watch(params.prefix.as_str(), opts()).await?;
+            }
+            let mut created = 0;
+            while created < n {
+                match rx.message().await? {
+                    Some(m) if m.canceled() => {
+                        return Err(etcd_client::Error::WatchError(format!(
+                            "canceled: {}",
+                            m.cancel_reason()
+                        )))
+                    }
+                    Some(m) if m.created() => created += 1,
+                    Some(_) => {}
+                    None => return Err(etcd_client::Error::WatchError("stream closed".into())),
+                }
+            }
+            Ok((tx, rx))
+        };
+        match tokio::time::timeout(timeout, create).await {
+            Ok(Ok(pair)) => out.push(pair),
+            Ok(Err(e)) => return Err(RunError::Watch(error_kind(&e))),
+            Err(_) => return Err(RunError::Watch("timed out".into())),
+        }
+    }
+    Ok(out)
+}
+
+/// Receives a watch stream's events until `stop` turns true, timing each from the due
+/// and send times its put carries.
+async fn watch_task(
+    mut rx: WatchResponseStream,
+    tx: etcd_client::WatchRequestSender,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    received: Arc<AtomicU64>,
+    start: Instant,
+    warmup: Duration,
+    rate: bool,
+) -> WatchOut {
+    // Dropping the sender would close the request side of the stream.
+    let _tx = tx;
+    let mut out = WatchOut {
+        stats: Stats::new(rate, start),
+        measured: 0,
+    };
+    let warmup_ns = warmup.as_nanos() as u64;
+    loop {
+        let msg = tokio::select! {
+            m = rx.message() => m,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let now = start.elapsed().as_nanos() as u64;
+        let resp = match msg {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                *out.stats
+                    .errors
+                    .entry("watch stream closed".into())
+                    .or_default() += 1;
+                break;
+            }
+            Err(e) => {
+                *out.stats
+                    .errors
+                    .entry(format!("watch: {}", error_kind(&e)))
+                    .or_default() += 1;
+                break;
+            }
+        };
+        if resp.canceled() {
+            *out.stats
+                .errors
+                .entry(format!("watch canceled: {}", resp.cancel_reason()))
+                .or_default() += 1;
+            break;
+        }
+        let mut ours = 0;
+        for ev in resp.events() {
+            if ev.event_type() != EventType::Put {
+                continue;
+            }
+            let Some((due, sent)) = ev.kv().and_then(|kv| watch_times(kv.value())) else {
+                continue;
+            };
+            ours += 1;
+            if due < warmup_ns {
+                continue;
+            }
+            out.measured += 1;
+            record(&mut out.stats.hist, now.saturating_sub(due));
+            if let Some(s) = out.stats.service.as_mut() {
+                record(s, now.saturating_sub(sent));
+            }
+        }
+        received.fetch_add(ours, Ordering::Relaxed);
+    }
+    out
+}
+
+/// The progress bar on stderr: done/total (or elapsed/duration), rate and ETA.
+fn progress_line(stop: Stop, done: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    let rate = done as f64 / secs;
+    let (frac, eta, count) = match stop {
+        Stop::Total(t) => {
+            let frac = (done as f64 / t.max(1) as f64).min(1.0);
+            let eta = if rate > 0.0 {
+                t.saturating_sub(done) as f64 / rate
+            } else {
+                f64::INFINITY
+            };
+            (frac, eta, format!("{done}/{t}"))
+        }
+        Stop::Duration(d) => {
+            let frac = (secs / d.as_secs_f64()).min(1.0);
+            (frac, (d.as_secs_f64() - secs).max(0.0), format!("{done}"))
+        }
+    };
+    const WIDTH: usize = 30;
+    let filled = ((frac * WIDTH as f64) as usize).min(WIDTH);
+    let eta = if eta.is_finite() {
+        format!("{}s", eta.ceil() as u64)
+    } else {
+        "?".into()
+    };
+    format!(
+        "\r[{}{}] {:>3.0}% {count} requests  {rate:.0} req/s  ETA {eta}\x1b[K",
+        "#".repeat(filled),
+        " ".repeat(WIDTH - filled),
+        frac * 100.0
+    )
+}
+
+/// Runs the benchmark described by `params` against the cluster of `etcd`; with
+/// `progress`, a progress bar is drawn on stderr (a terminal) and cleared at the end.
 pub async fn run(params: &Params, etcd: &EtcdConfig, progress: bool) -> Result<Report, RunError> {
     let conns = connect_all(params, etcd).await?;
     if let Workload::Read { fill: true, .. } = params.workload {
         fill(params, &conns).await?;
     }
+    let watch_streams = match params.workload {
+        Workload::Watch { watchers, streams } => Some(
+            open_watchers(
+                params,
+                &conns,
+                watchers,
+                streams,
+                etcd.dial_timeout + etcd.command_timeout,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
     let started_at = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
     let start = Instant::now();
+    let rated = params.rate.is_some();
+    let received = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let watch_tasks: Vec<_> = watch_streams
+        .into_iter()
+        .flatten()
+        .map(|(tx, rx)| {
+            tokio::spawn(watch_task(
+                rx,
+                tx,
+                stop_rx.clone(),
+                received.clone(),
+                start,
+                params.warmup,
+                rated,
+            ))
+        })
+        .collect();
     let issued = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
+    // Successful puts of the watch workload, warm-up included (every one makes events).
+    let puts_ok = Arc::new(AtomicU64::new(0));
     let value = Arc::new(vec![b'x'; params.val_size]);
     let progress_task = progress.then(|| {
         let done = done.clone();
         let stop = params.stop;
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                let n = done.load(Ordering::Relaxed);
-                let line = match stop {
-                    Stop::Total(t) => format!("\r{n}/{t} requests"),
-                    Stop::Duration(d) => format!(
-                        "\r{n} requests, {:.0}/{:.0} s",
-                        start.elapsed().as_secs_f64().min(d.as_secs_f64()),
-                        d.as_secs_f64()
-                    ),
-                };
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let line = progress_line(stop, done.load(Ordering::Relaxed), start.elapsed());
                 eprint!("{line}");
             }
         })
     });
+    // With a rate and a duration: the requests due before the end, and the latest a late
+    // one may still be sent.
+    let due_total = match (params.stop, params.rate) {
+        (Stop::Duration(d), Some(r)) => Some((d.as_secs_f64() * r).ceil() as u64),
+        _ => None,
+    };
+    let send_limit = match params.stop {
+        Stop::Duration(d) => Some(start + d + etcd.command_timeout),
+        Stop::Total(_) => None,
+    };
     let mut tasks = Vec::with_capacity(params.clients);
     for i in 0..params.clients {
         let mut c = conns[i % conns.len()].clone();
         let p = params.clone();
         let issued = issued.clone();
         let done = done.clone();
+        let puts_ok = puts_ok.clone();
         let value = value.clone();
         tasks.push(tokio::spawn(async move {
-            let mut st = ClientStats {
-                hist: new_hist(),
-                reads: OpCounts::default(),
-                writes: OpCounts::default(),
-                errors: BTreeMap::new(),
-                last_end: start,
-            };
+            let mut st = Stats::new(p.rate.is_some(), start);
+            let mut picked: Vec<u64> = Vec::new();
             loop {
                 let n = issued.fetch_add(1, Ordering::Relaxed);
                 if let Stop::Total(t) = p.stop {
@@ -237,46 +553,84 @@ pub async fn run(params: &Params, etcd: &EtcdConfig, progress: bool) -> Result<R
                         break;
                     }
                 }
-                if let Some(rate) = p.rate {
-                    let due = start + Duration::from_secs_f64(n as f64 / rate);
-                    if let Stop::Duration(d) = p.stop {
-                        if due >= start + d {
-                            break;
-                        }
-                    }
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                if let Stop::Duration(d) = p.stop {
-                    if start.elapsed() >= d {
+                let due = p
+                    .rate
+                    .map(|rate| start + Duration::from_secs_f64(n as f64 / rate));
+                if let (Some(due), Stop::Duration(d)) = (due, p.stop) {
+                    if due >= start + d {
                         break;
                     }
                 }
-                let (read, consistency) = match &p.workload {
-                    Workload::Write { .. } => (false, Consistency::Linearizable),
-                    Workload::Read { consistency, .. } => (true, *consistency),
-                    Workload::Mixed {
-                        read_ratio,
-                        consistency,
-                    } => (fastrand::f64() < *read_ratio, *consistency),
+                if let Some(due) = due {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                if let Stop::Duration(d) = p.stop {
+                    if due.is_none() && start.elapsed() >= d {
+                        break;
+                    }
+                    if send_limit.is_some_and(|l| Instant::now() >= l) {
+                        // This one and every request due after it that no client took yet.
+                        let taken = issued.fetch_max(due_total.unwrap_or(0), Ordering::Relaxed);
+                        let unsent = 1 + due_total.unwrap_or(0).saturating_sub(taken);
+                        *st.errors.entry(UNSENT.into()).or_default() += unsent;
+                        match p.workload {
+                            Workload::Read { .. } => st.reads.errors += unsent,
+                            _ => st.writes.errors += unsent,
+                        }
+                        break;
+                    }
+                }
+                let read = match &p.workload {
+                    Workload::Read { .. } => true,
+                    Workload::Mixed { read_ratio, .. } => fastrand::f64() < *read_ratio,
+                    _ => false,
                 };
-                let key_index = match &p.workload {
+                let key_index = |n: u64| match &p.workload {
                     Workload::Write {
                         sequential_keys: true,
                     } => n % p.key_space,
                     _ => fastrand::u64(0..p.key_space),
                 };
-                let key = p.key(key_index);
                 let t0 = Instant::now();
-                let res = if read {
-                    let opts = (consistency == Consistency::Serializable)
-                        .then(|| GetOptions::new().with_serializable());
-                    c.get(key, opts).await.map(|_| ())
-                } else {
-                    c.put(key, value.as_slice(), None).await.map(|_| ())
+                let res = match &p.workload {
+                    Workload::Read { consistency, .. } | Workload::Mixed { consistency, .. }
+                        if read =>
+                    {
+                        let opts = (*consistency == Consistency::Serializable)
+                            .then(|| GetOptions::new().with_serializable());
+                        c.get(p.key(key_index(n)), opts).await.map(|_| ())
+                    }
+                    Workload::Txn { ops_per_txn } => {
+                        picked.clear();
+                        while picked.len() < *ops_per_txn as usize {
+                            let k = fastrand::u64(0..p.key_space);
+                            if !picked.contains(&k) {
+                                picked.push(k);
+                            }
+                        }
+                        let ops: Vec<TxnOp> = picked
+                            .iter()
+                            .map(|k| TxnOp::put(p.key(*k), value.as_slice(), None))
+                            .collect();
+                        c.txn(Txn::new().and_then(ops)).await.map(|_| ())
+                    }
+                    Workload::Watch { .. } => {
+                        let ns = |t: Instant| t.duration_since(start).as_nanos() as u64;
+                        let v = watch_value(ns(due.unwrap_or(t0)), ns(t0), p.val_size);
+                        let r = c.put(p.key(key_index(n)), v, None).await.map(|_| ());
+                        if r.is_ok() {
+                            puts_ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        r
+                    }
+                    _ => c
+                        .put(p.key(key_index(n)), value.as_slice(), None)
+                        .await
+                        .map(|_| ()),
                 };
                 let end = Instant::now();
                 done.fetch_add(1, Ordering::Relaxed);
-                if t0.duration_since(start) < p.warmup {
+                if due.unwrap_or(t0).duration_since(start) < p.warmup {
                     continue;
                 }
                 st.last_end = st.last_end.max(end);
@@ -284,8 +638,10 @@ pub async fn run(params: &Params, etcd: &EtcdConfig, progress: bool) -> Result<R
                 match res {
                     Ok(()) => {
                         counts.ok += 1;
-                        let ns = (end - t0).as_nanos().clamp(1_000, 60_000_000_000) as u64;
-                        st.hist.saturating_record(ns);
+                        // Watch latencies are the watchers' to record.
+                        if !matches!(p.workload, Workload::Watch { .. }) {
+                            st.record(due, t0, end);
+                        }
                     }
                     Err(e) => {
                         counts.errors += 1;
@@ -296,43 +652,96 @@ pub async fn run(params: &Params, etcd: &EtcdConfig, progress: bool) -> Result<R
             st
         }));
     }
-    let mut hist = new_hist();
-    let mut reads = OpCounts::default();
-    let mut writes = OpCounts::default();
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    let mut last_end = start;
+    let mut all = Stats::new(rated, start);
     for t in tasks {
         let st = t
             .await
             .map_err(|e| RunError::Internal(format!("a client failed: {e}")))?;
-        hist.add(&st.hist)
-            .map_err(|e| RunError::Internal(format!("merging histograms: {e}")))?;
-        reads.ok += st.reads.ok;
-        reads.errors += st.reads.errors;
-        writes.ok += st.writes.ok;
-        writes.errors += st.writes.errors;
-        for (k, v) in st.errors {
-            *errors.entry(k).or_default() += v;
+        all.merge(st)?;
+    }
+    let mut watch = None;
+    if let Workload::Watch { watchers, streams } = params.workload {
+        // Every successful put reaches every watcher, or the wait runs out.
+        let want = puts_ok.load(Ordering::Relaxed) * u64::from(watchers);
+        let deadline = Instant::now() + etcd.command_timeout;
+        while received.load(Ordering::Relaxed) < want && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        last_end = last_end.max(st.last_end);
+        let _ = stop_tx.send(true);
+        let mut measured = 0;
+        // Events are latencies: the watchers' histograms replace the (empty) clients' ones.
+        let mut events = Stats::new(rated, start);
+        for t in watch_tasks {
+            let out = t
+                .await
+                .map_err(|e| RunError::Internal(format!("a watcher failed: {e}")))?;
+            measured += out.measured;
+            events.merge(out.stats)?;
+        }
+        let expected = all.writes.ok * u64::from(watchers);
+        let missing = expected.saturating_sub(measured);
+        all.hist = events.hist;
+        all.service = events.service;
+        for (k, v) in events.errors {
+            *all.errors.entry(k).or_default() += v;
+        }
+        if missing > 0 {
+            *all.errors.entry(MISSING.into()).or_default() += missing;
+        }
+        watch = Some(WatchCounts {
+            watchers,
+            streams,
+            expected_events: expected,
+            received_events: measured,
+            missing_events: missing,
+        });
     }
     if let Some(t) = progress_task {
         t.abort();
         eprint!("\r\x1b[K");
     }
-    let window = last_end
+    let window = all
+        .last_end
         .saturating_duration_since(start + params.warmup)
         .as_secs_f64()
         .max(1e-9);
-    Ok(summarize(
+    let mut r = summarize(
         params.clone(),
         started_at,
         window,
-        hist,
-        reads,
-        writes,
-        errors,
-    ))
+        all.hist,
+        all.reads,
+        all.writes,
+        all.errors,
+    );
+    r.service_time = all.service.as_ref().map(latency);
+    r.service_hist = all.service;
+    r.watch = watch;
+    Ok(r)
+}
+
+/// The latency summary of `hist` (nanoseconds), zeros when it is empty.
+pub fn latency(hist: &Histogram<u64>) -> Latency {
+    let empty = hist.is_empty();
+    let at = |p: f64| {
+        if empty {
+            0.0
+        } else {
+            hist.value_at_percentile(p) as f64 / 1e9
+        }
+    };
+    Latency {
+        fastest: if empty { 0.0 } else { hist.min() as f64 / 1e9 },
+        slowest: if empty { 0.0 } else { hist.max() as f64 / 1e9 },
+        average: if empty { 0.0 } else { hist.mean() / 1e9 },
+        stddev: if empty { 0.0 } else { hist.stdev() / 1e9 },
+        percentiles: PERCENTS.iter().map(|p| (*p, at(*p))).collect(),
+        p50: at(50.0),
+        p90: at(90.0),
+        p95: at(95.0),
+        p99: at(99.0),
+        p999: at(99.9),
+    }
 }
 
 /// Builds the report from the recorded figures.
@@ -345,27 +754,7 @@ pub fn summarize(
     writes: OpCounts,
     errors: BTreeMap<String, u64>,
 ) -> Report {
-    let s = |ns: u64| ns as f64 / 1e9;
     let empty = hist.is_empty();
-    let latency = Latency {
-        fastest: if empty { 0.0 } else { s(hist.min()) },
-        slowest: if empty { 0.0 } else { s(hist.max()) },
-        average: if empty { 0.0 } else { hist.mean() / 1e9 },
-        stddev: if empty { 0.0 } else { hist.stdev() / 1e9 },
-        percentiles: PERCENTS
-            .iter()
-            .map(|p| {
-                (
-                    *p,
-                    if empty {
-                        0.0
-                    } else {
-                        s(hist.value_at_percentile(*p))
-                    },
-                )
-            })
-            .collect(),
-    };
     // Ten bars evenly spaced between the fastest and the slowest, like etcd's tool.
     let mut histogram = Vec::new();
     if !empty {
@@ -386,6 +775,11 @@ pub fn summarize(
     }
     let ok = reads.ok + writes.ok;
     Report {
+        latency_from: if params.rate.is_some() {
+            TimedFrom::Schedule
+        } else {
+            TimedFrom::Send
+        },
         params,
         started_at,
         total_seconds: window,
@@ -393,9 +787,44 @@ pub fn summarize(
         reads,
         writes,
         throughput: ok as f64 / window,
-        latency,
+        latency: latency(&hist),
+        service_time: None,
         histogram,
         errors,
+        watch: None,
         hist,
+        service_hist: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_values_carry_their_times() {
+        let v = watch_value(7, 1 << 40, 8);
+        assert_eq!(v.len(), 20);
+        assert_eq!(watch_times(&v), Some((7, 1 << 40)));
+        let v = watch_value(1, 2, 100);
+        assert_eq!((v.len(), watch_times(&v)), (100, Some((1, 2))));
+        assert_eq!(watch_times(b"emb1short"), None);
+        assert_eq!(watch_times(b"xxxxxxxxxxxxxxxxxxxxxxxx"), None);
+    }
+
+    #[test]
+    fn the_progress_line_has_rate_and_eta() {
+        let l = progress_line(Stop::Total(1000), 250, Duration::from_secs(1));
+        assert!(l.contains("25%") && l.contains("250/1000"), "{l}");
+        assert!(l.contains("250 req/s") && l.contains("ETA 3s"), "{l}");
+        let l = progress_line(
+            Stop::Duration(Duration::from_secs(10)),
+            40,
+            Duration::from_secs(4),
+        );
+        assert!(
+            l.contains("40%") && l.contains("10 req/s") && l.contains("ETA 6s"),
+            "{l}"
+        );
     }
 }

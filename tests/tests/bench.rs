@@ -1,4 +1,7 @@
-//! etcd-monitor-bench against a real 3-member cluster and a real Pushgateway.
+//! etcd-monitor-bench against a real 3-member cluster and a real Pushgateway: every
+//! workload does what it says (revision deltas for txn, event counts for watch), its JSON
+//! validates against bench/report.schema.json, `--rate` latency shows a frozen member's
+//! stall, and the pushed series are what the benchmarks dashboard queries.
 
 use std::time::Duration;
 
@@ -21,6 +24,58 @@ fn args(cluster: &EtcdCluster, rest: &str) -> Vec<String> {
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// Validates `reports` against bench/report.schema.json with python3-jsonschema (the
+/// schema checked as a 2020-12 schema first): `None` when all validate, else the errors.
+fn schema_errors(reports: &[&serde_json::Value]) -> Option<String> {
+    use std::io::Write;
+    let schema = tests::prometheus::repo_root().join("bench/report.schema.json");
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, jsonschema\n\
+             schema = json.load(open(sys.argv[1]))\n\
+             jsonschema.Draft202012Validator.check_schema(schema)\n\
+             v = jsonschema.Draft202012Validator(schema)\n\
+             bad = [f'report {i}: {e.json_path}: {e.message}' for i, r in enumerate(json.load(sys.stdin)) for e in v.iter_errors(r)]\n\
+             print('\\n'.join(bad)); sys.exit(1 if bad else 0)",
+        ])
+        .arg(&schema)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with python3-jsonschema (./scripts/setup.sh installs it)");
+    let body = serde_json::to_vec(reports).expect("JSON");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&body)
+        .expect("write");
+    let out = child.wait_with_output().expect("python3");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(1),
+        "the schema check did not run: {text}"
+    );
+    (!out.status.success()).then_some(text)
+}
+
+/// The cluster's current revision.
+async fn revision(cluster: &EtcdCluster) -> i64 {
+    let mut c = cluster.client(0).await;
+    c.get("no-such-key", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,6 +129,148 @@ async fn workloads_do_what_they_say() {
     );
     let share = reads / (reads + writes);
     assert!((share - 0.7).abs() < 0.04, "read share {share}");
+    let mut reports = vec![r];
+
+    // txn: one revision per transaction, --ops-per-txn keys in each.
+    let before = revision(&cluster).await;
+    let (code, out, err) = bench(&args(
+        &cluster,
+        "--clients 6 --total 400 --key-space 300 --prefix t/ --key-size 10 --output json txn --ops-per-txn 5",
+    ))
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert_eq!(
+        (r["writes"]["ok"].as_u64(), r["writes"]["errors"].as_u64()),
+        (Some(400), Some(0))
+    );
+    assert_eq!(
+        revision(&cluster).await - before,
+        400,
+        "one revision per txn"
+    );
+    assert_eq!(r["params"]["workload"]["ops_per_txn"], 5);
+    // 400 transactions of 5 distinct keys out of 300: a key is left out with a chance of
+    // (295/300)^400, about 1e-3, so nearly all are written.
+    assert!(cluster.count_keys("t/").await >= 290);
+    reports.push(r);
+
+    // watch: every put reaches every watcher, and the latency is put to event.
+    let before = revision(&cluster).await;
+    let (code, out, err) = bench(&args(
+        &cluster,
+        "--conns 2 --clients 4 --total 300 --prefix wa/ --key-size 10 --output json watch --watchers 12 --streams 3",
+    ))
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert_eq!(r["writes"]["ok"], 300);
+    assert_eq!(
+        revision(&cluster).await - before,
+        300,
+        "one revision per put"
+    );
+    assert_eq!(
+        r["watch"],
+        serde_json::json!({"watchers": 12, "streams": 3, "expected_events": 3600,
+                           "received_events": 3600, "missing_events": 0})
+    );
+    assert_eq!(r["errors"], serde_json::json!({}));
+    let lat = &r["latency"];
+    assert!(
+        lat["p50"].as_f64().is_some_and(|v| v > 0.0 && v < 1.0),
+        "{lat}"
+    );
+    // The latency histogram holds one sample per event.
+    let samples: u64 = r["histogram"]
+        .as_array()
+        .map(|b| b.iter().filter_map(|b| b["count"].as_u64()).sum())
+        .unwrap_or(0);
+    assert_eq!(samples, 3600);
+    reports.push(r);
+
+    // A rated run carries the service time beside the scheduled-time latency.
+    let (code, out, err) = bench(&args(
+        &cluster,
+        "--clients 4 --total 200 --rate 400 --prefix wr/ --output json write",
+    ))
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert_eq!(r["latency_from"], "schedule");
+    assert!(r["service_time"]["p99"].as_f64().is_some(), "{r}");
+    reports.push(r);
+
+    // Every report validates against the schema, flat percentiles included...
+    let refs: Vec<&serde_json::Value> = reports.iter().collect();
+    assert_eq!(schema_errors(&refs), None);
+    for r in &reports {
+        let l = &r["latency"];
+        let p: Vec<f64> = ["p50", "p90", "p95", "p99", "p999"]
+            .iter()
+            .map(|k| l[k].as_f64().unwrap_or(-1.0))
+            .collect();
+        assert!(p.windows(2).all(|w| w[0] <= w[1]) && p[0] > 0.0, "{l}");
+        assert_eq!(l["p99"], l["percentiles"][6][1], "{l}");
+    }
+    // ... and the schema is strict enough to refuse a report without one.
+    let mut broken = reports[0].clone();
+    broken["latency"]
+        .as_object_mut()
+        .map(|l| l.remove("p99"))
+        .expect("latency");
+    let errors = schema_errors(&[&broken]).expect("a report without latency.p99 is refused");
+    assert!(errors.contains("p99"), "{errors}");
+}
+
+/// With --rate, latency is timed from each request's scheduled send: a member frozen for
+/// a second holds up the requests due meanwhile, and they count as slow, while their
+/// service time (from the actual send) stays short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_latency_shows_a_frozen_member_stall() {
+    tests::init_logs();
+    let cluster = EtcdCluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await;
+    // A follower, so that the freeze stalls the bench's requests and no election.
+    let member = (leader + 1) % 3;
+    let argv = vec![
+        "--endpoints".to_owned(),
+        cluster.client_url(member),
+        "--clients".into(),
+        "4".into(),
+        "--rate".into(),
+        "200".into(),
+        "--total".into(),
+        "800".into(),
+        "--prefix".into(),
+        "stall/".into(),
+        "--output".into(),
+        "json".into(),
+        "write".into(),
+    ];
+    let run = tokio::spawn(async move { bench(&argv).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.freeze(member);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.thaw(member);
+    let (code, out, err) = run.await.expect("join");
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert_eq!(r["writes"]["ok"], 800, "{r}");
+    assert_eq!(r["latency_from"], "schedule");
+    let (lat, svc) = (&r["latency"], &r["service_time"]);
+    eprintln!("latency {lat}\nservice time {svc}");
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    // About 200 of 800 requests were due during the freeze, late by up to a second.
+    assert!(f(lat, "slowest") >= 0.8, "latency {lat}");
+    assert!(f(lat, "p99") >= 0.6, "latency {lat}");
+    assert!(f(lat, "p90") >= 0.2, "latency {lat}");
+    // Only the four requests in flight waited on the member: timed from the send, the
+    // stall nearly disappears, which is the coordinated omission the schedule avoids.
+    assert!(
+        f(svc, "p90") * 3.0 < f(lat, "p90"),
+        "service time {svc} vs latency {lat}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,6 +339,10 @@ async fn json_report_matches_its_snapshot() {
         assert!(r["latency"][k].as_f64().is_some(), "{k}");
         r["latency"][k] = serde_json::json!("[timing]");
     }
+    for k in ["p50", "p90", "p95", "p99", "p999"] {
+        assert!(r["latency"][k].as_f64().is_some(), "{k}");
+        r["latency"][k] = serde_json::json!("[timing]");
+    }
     let pct = r["latency"]["percentiles"].as_array().map(Vec::len);
     assert_eq!(pct, Some(8));
     r["latency"]["percentiles"] = serde_json::json!("[8 timings]");
@@ -151,8 +352,13 @@ async fn json_report_matches_its_snapshot() {
     insta::assert_snapshot!(serde_json::to_string_pretty(&r).unwrap_or_default());
 }
 
+/// Each workload is its own Pushgateway group (the workload label on every series); a
+/// rerun replaces its own workload's group only. The histogram's buckets and count are the
+/// run's, the quantiles are a summary (no `quantile` label on a gauge), and a real
+/// Prometheus scraping the Pushgateway answers every query of the benchmarks dashboard
+/// with a series for each workload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn results_go_to_a_real_pushgateway_and_a_rerun_replaces_them() {
+async fn each_workload_goes_to_a_real_pushgateway_and_the_dashboard_shows_it() {
     tests::init_logs();
     let cluster = EtcdCluster::start(3).await;
     let port = tests::free_port();
@@ -166,75 +372,240 @@ async fn results_go_to_a_real_pushgateway_and_a_rerun_replaces_them() {
     );
     tests::wait_port(port, Duration::from_secs(20)).await;
     let pg = format!("http://127.0.0.1:{port}");
-    let (code, out, err) = bench(&args(
-        &cluster,
-        &format!("--total 300 --pushgateway {pg} --job ci --label branch=feat/x --label run=1 --output json write"),
-    ))
-    .await;
-    assert_eq!(code, 0, "{err}");
-    let r = json(&out);
+    let push = format!("--pushgateway {pg} --job ci --label branch=feat/x --label run=1");
+    let runs = [
+        (
+            "write",
+            "--total 300 --rate 1000 --prefix pw/ write",
+            300.0,
+            300.0,
+        ),
+        (
+            "read",
+            "--total 200 --prefix pr/ read --consistency s",
+            200.0,
+            200.0,
+        ),
+        ("mixed", "--total 200 --prefix pm/ mixed", 200.0, 200.0),
+        (
+            "txn",
+            "--total 100 --prefix pt/ txn --ops-per-txn 4",
+            100.0,
+            100.0,
+        ),
+        // Latency samples are events: 100 puts seen by 3 watchers.
+        (
+            "watch",
+            "--total 100 --prefix pwa/ watch --watchers 3",
+            100.0,
+            300.0,
+        ),
+    ];
+    let mut reports = std::collections::BTreeMap::new();
+    for (workload, rest, _, _) in &runs {
+        let (code, out, err) = bench(&args(
+            &cluster,
+            &format!("--clients 4 --output json {push} {rest}"),
+        ))
+        .await;
+        assert_eq!(code, 0, "{workload}: {err}");
+        reports.insert(*workload, json(&out));
+    }
     let http = reqwest::Client::new();
     let scrape = || async {
-        let text = http
-            .get(format!("{pg}/metrics"))
+        http.get(format!("{pg}/metrics"))
             .send()
             .await
             .expect("scrape")
             .text()
             .await
-            .expect("text");
-        exporter::textformat::parse(&text).expect("pushgateway metrics parse")
+            .expect("text")
     };
-    let m = scrape().await;
-    let group = [("job", "ci"), ("branch", "feat/x"), ("run", "1")];
-    let pushed =
-        value(&m, "etcd_bench_throughput_requests_per_second", &group).expect("throughput");
-    assert!((pushed - r["throughput"].as_f64().unwrap_or(0.0)).abs() < 1e-6);
-    let p99 = value(
+    let text = scrape().await;
+    let m = exporter::textformat::parse(&text).expect("pushgateway metrics parse");
+    assert!(
+        text.contains("# TYPE etcd_bench_latency_seconds summary"),
+        "{text}"
+    );
+    for line in text.lines().filter(|l| l.contains("quantile=")) {
+        let name = line.split('{').next().unwrap_or("");
+        assert!(
+            text.contains(&format!("# TYPE {name} summary")),
+            "a quantile label outside a summary: {line}"
+        );
+    }
+    for (workload, _, requests, samples) in &runs {
+        let r = &reports[workload];
+        let group = [
+            ("job", "ci"),
+            ("workload", *workload),
+            ("branch", "feat/x"),
+            ("run", "1"),
+        ];
+        let get = |name: &str, extra: &[(&str, &str)]| {
+            let labels: Vec<(&str, &str)> = group.iter().chain(extra).copied().collect();
+            value(&m, name, &labels)
+        };
+        let pushed = get("etcd_bench_throughput_requests_per_second", &[]).expect("throughput");
+        assert!((pushed - r["throughput"].as_f64().unwrap_or(0.0)).abs() < 1e-6);
+        let ok: f64 = m
+            .families
+            .iter()
+            .flat_map(|f| &f.samples)
+            .filter(|s| {
+                s.name == "etcd_bench_requests_total"
+                    && group.iter().all(|(k, v)| s.label(k) == Some(v))
+                    && s.label("result") == Some("ok")
+            })
+            .map(|s| s.value)
+            .sum();
+        assert_eq!(ok, *requests, "{workload}");
+        let p99 = get("etcd_bench_latency_seconds", &[("quantile", "0.99")]).expect("p99");
+        assert!(
+            (p99 - r["latency"]["p99"].as_f64().unwrap_or(-1.0)).abs() < 1e-9,
+            "{workload}: pushed p99 {p99}, reported {}",
+            r["latency"]["p99"]
+        );
+        // The histogram: every sample in it, the +Inf bucket its count, buckets rising.
+        let count = get("etcd_bench_request_duration_seconds_count", &[]);
+        assert_eq!(count, Some(*samples), "{workload}");
+        let inf = get(
+            "etcd_bench_request_duration_seconds_bucket",
+            &[("le", "+Inf")],
+        );
+        assert_eq!(inf, Some(*samples), "{workload}");
+        let buckets: Vec<f64> = m
+            .families
+            .iter()
+            .flat_map(|f| &f.samples)
+            .filter(|s| {
+                s.name == "etcd_bench_request_duration_seconds_bucket"
+                    && s.label("workload") == Some(workload)
+            })
+            .map(|s| s.value)
+            .collect();
+        assert!(buckets.len() >= 10, "{workload}: {buckets:?}");
+        assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+        let mean = get("etcd_bench_request_duration_seconds_sum", &[]).unwrap_or(0.0) / samples;
+        let avg = r["latency"]["average"].as_f64().unwrap_or(0.0);
+        assert!(
+            (mean - avg).abs() <= avg * 0.01 + 1e-6,
+            "{workload}: {mean} vs {avg}"
+        );
+        assert_eq!(get("etcd_bench_thresholds_passed", &[]), Some(1.0));
+    }
+    // With --rate, the service time too.
+    let svc = value(
         &m,
-        "etcd_bench_latency_seconds",
-        &[("job", "ci"), ("quantile", "0.99")],
-    )
-    .expect("p99");
-    assert!(p99 > 0.0);
+        "etcd_bench_service_time_seconds",
+        &[("workload", "write"), ("quantile", "0.99")],
+    );
+    assert!(svc.is_some_and(|v| v > 0.0), "{svc:?}");
     assert_eq!(
         value(
             &m,
-            "etcd_bench_requests_total",
-            &[("job", "ci"), ("op", "write"), ("result", "ok")]
+            "etcd_bench_run_info",
+            &[("workload", "txn"), ("ops_per_txn", "4")]
         ),
-        Some(300.0)
-    );
-    assert_eq!(value(&m, "etcd_bench_thresholds_passed", &group), Some(1.0));
-    assert!(
-        value(&m, "etcd_bench_request_duration_seconds_count", &group).is_some_and(|c| c == 300.0)
+        Some(1.0)
     );
 
-    // A second run with the same job and labels replaces the group.
+    // A real Prometheus scrapes the Pushgateway; every query of the benchmarks dashboard,
+    // with its variables at "all", has a series for each workload.
+    let prom = tests::RunningPrometheus::start(
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: pushgateway\n    honor_labels: true\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ),
+        &[],
+    )
+    .await;
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            tests::prometheus::repo_root().join("grafana/dashboards/etcd-monitor-bench.json"),
+        )
+        .expect("read the dashboard"),
+    )
+    .expect("dashboard JSON");
+    let vars: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|v| v["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(vars.contains(&"workload"), "{vars:?}");
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(e) = t["expr"].as_str() {
+                let legend = t["legendFormat"].as_str().unwrap_or("");
+                assert!(
+                    panel["type"] == "table" || legend.contains("{{workload}}"),
+                    "{}: the legend {legend:?} does not name the workload",
+                    panel["title"]
+                );
+                queries.push((
+                    panel["title"].as_str().unwrap_or("").to_owned(),
+                    e.replace("$job", ".*").replace("$workload", ".*"),
+                ));
+            }
+        }
+    }
+    assert!(queries.len() >= 10, "{queries:?}");
+    for (title, expr) in &queries {
+        // The service time is only pushed by rated runs (write here); errors by kind only
+        // when there were errors.
+        let only: &[&str] = if expr.contains("service_time") {
+            &["write"]
+        } else if expr.contains("etcd_bench_errors_total") {
+            continue;
+        } else {
+            &["write", "read", "mixed", "txn", "watch"]
+        };
+        let seen = tests::wait_for(
+            &format!("{title}: {expr} for every workload"),
+            Duration::from_secs(30),
+            || async {
+                let got: std::collections::BTreeSet<String> = prom
+                    .query(expr)
+                    .await
+                    .iter()
+                    .filter_map(|s| s["metric"]["workload"].as_str().map(str::to_owned))
+                    .collect();
+                only.iter().all(|w| got.contains(*w)).then_some(got)
+            },
+        )
+        .await;
+        assert!(!seen.is_empty());
+    }
+
+    // A rerun of one workload with the same job and labels replaces that workload only.
     let (code, _, err) = bench(&args(
         &cluster,
-        &format!("--total 200 --pushgateway {pg} --job ci --label branch=feat/x --label run=1 read --consistency s"),
+        &format!("--total 50 {push} --prefix pw/ write"),
     ))
     .await;
     assert_eq!(code, 0, "{err}");
-    let m = scrape().await;
-    assert_eq!(
+    let m = exporter::textformat::parse(&scrape().await).expect("parse");
+    let ok = |w: &str| {
         value(
             &m,
             "etcd_bench_requests_total",
-            &[("job", "ci"), ("op", "write"), ("result", "ok")]
+            &[("job", "ci"), ("workload", w), ("result", "ok")],
+        )
+    };
+    assert_eq!(
+        ok("write"),
+        Some(50.0),
+        "the rerun replaced the write group"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "etcd_bench_service_time_seconds",
+            &[("workload", "write"), ("quantile", "0.99")]
         ),
         None,
-        "the first run's series are gone"
+        "the unrated rerun has no service time"
     );
-    assert_eq!(
-        value(
-            &m,
-            "etcd_bench_requests_total",
-            &[("job", "ci"), ("op", "read"), ("result", "ok")]
-        ),
-        Some(200.0)
-    );
+    assert_eq!(ok("txn"), Some(100.0), "the txn group stays");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,6 +617,14 @@ async fn bad_input_down_pushgateway_and_unreachable_etcd() {
         ("--rate -1 --total 10 write", "--rate"),
         ("--total 0 write", "--total"),
         ("--total 10 --label nolabel write", "--label"),
+        ("--total 10 --label workload=x write", "--label"),
+        ("--total 10 txn --ops-per-txn 0", "--ops-per-txn"),
+        (
+            "--total 10 --key-space 3 txn --ops-per-txn 4",
+            "--ops-per-txn",
+        ),
+        ("--total 10 watch --watchers 2 --streams 3", "--streams"),
+        ("--total 10 watch --watchers 0", "--watchers"),
     ] {
         let (code, _, err) = bench(
             &argv

@@ -116,6 +116,9 @@ pub fn estimate(p: &Params) -> Estimate {
             let expected = (requests as f64 * share * 1.05).ceil() as u64;
             (0, expected.saturating_add(10).min(requests))
         }
+        // Not offered by the endpoint; priced for completeness.
+        Workload::Txn { ops_per_txn } => (0, requests.saturating_mul(u64::from(*ops_per_txn))),
+        Workload::Watch { .. } => (0, requests),
     };
     let stored = (p.key_size as u64).saturating_add(p.val_size as u64);
     let bytes_per_write = stored
