@@ -15,17 +15,25 @@
 #   c. whether etcd's Go `benchmark` tool (go.etcd.io/etcd/tools/benchmark) is available:
 #      in PATH, or as a Debian package (apt-cache search etcd | grep -i bench). Nothing is
 #      downloaded or built for it.
-#   d. the client CPU of etcd-monitor-bench in (b): /usr/bin/time -f "%U %S", as
-#      (user+sys) / (requests / 10000), i.e. CPU seconds per 10k requests. The read runs
-#      first fill the key space (1000 puts of 8-byte values, not counted as requests);
-#      that CPU is in their figure.
+#   d. the client CPU of etcd-monitor-bench in (b) and (e): /usr/bin/time -f "%U %S %M",
+#      as (user+sys) / (requests / 10000), i.e. CPU seconds per 10k requests, and the
+#      client's peak RSS. The read runs first fill the key space (1000 puts of 8-byte
+#      values, not counted as requests); that CPU is in their figure.
+#   e. the workloads of etcd's `benchmark` that `check perf` has no counterpart for, with
+#      that tool's defaults where it has them: txn-put (--conns 10 --clients 100 --total
+#      30000 txn --ops-per-txn 1, then --ops-per-txn 4) and watch-latency (1000 puts at
+#      100/s seen by 100 watchers on 10 streams: --total 1000 --rate 100 watch --watchers
+#      100 --streams 10; its latency is put to event, its CPU per 10k events).
+# etcd's Go `benchmark` is not packaged in Debian and nothing is fetched here, so the
+# side-by-side comparison is with `etcdctl check perf` (a) and with the figures of
+# earlier runs in README.md ("## The bench").
 # The summary also gives nproc, the load average at the start and at the end, and the
 # etcd version. The cluster is stopped before the summary, which says whether any etcd
 # process of this run was left over.
 #
 # Run from anywhere, as root if /usr/bin/time still has to be installed:
 #     ./scripts/bench-bench.sh            # or: bash scripts/bench-bench.sh
-# Takes about 3 minutes after the build. Needs etcd, etcdctl, python3, timeout, pgrep and
+# Takes about 4 minutes after the build. Needs etcd, etcdctl, python3, timeout, pgrep and
 # ss (iproute2); installs the `time` package with apt-get if /usr/bin/time is missing.
 # Uses 127.0.0.1 ports 35379/35479/35579 (etcd clients) and 35380/35480/35580 (peers).
 # KEEP_TMP=1 keeps the temp dir (etcd data, logs, raw outputs) for inspection.
@@ -186,7 +194,7 @@ count_conns() {
 run_timed() {
     local name=$1 limit=$2 at=$3 deadline tpid pid
     shift 3
-    timeout -k 10 "$limit" /usr/bin/time -f "%U %S" -o "$tmp/$name.time" "$@" \
+    timeout -k 10 "$limit" /usr/bin/time -f "%U %S %M" -o "$tmp/$name.time" "$@" \
         >"$tmp/$name.out" 2>"$tmp/$name.err" &
     child_pid=$!
     if ((at > 0)); then
@@ -204,13 +212,19 @@ run_timed() {
     ((RC != 124)) || die "$name: timed out after $limit s"
 }
 
-cpu_secs() { # cpu_secs NAME: user+sys from NAME.time (its last line is "%U %S")
-    tail -n 1 "$tmp/$1.time" | awk 'NF == 2 { printf "%.2f", $1 + $2; ok = 1 } END { exit !ok }' ||
+cpu_secs() { # cpu_secs NAME: user+sys from NAME.time (its last line is "%U %S %M")
+    tail -n 1 "$tmp/$1.time" | awk 'NF == 3 { printf "%.2f", $1 + $2; ok = 1 } END { exit !ok }' ||
+        die "$1: cannot read /usr/bin/time output: $(cat "$tmp/$1.time")"
+}
+
+rss_of() { # rss_of NAME: peak RSS in MiB from NAME.time
+    tail -n 1 "$tmp/$1.time" | awk 'NF == 3 { printf "%.1f", $3 / 1024; ok = 1 } END { exit !ok }' ||
         die "$1: cannot read /usr/bin/time output: $(cat "$tmp/$1.time")"
 }
 
 # bench_run NAME LIMIT_S SAMPLE_AT_S ARGS...: etcd-monitor-bench with JSON output; fills
-# R[NAME.tput|p99|slowest|requests|errors|cpu].
+# R[NAME.tput|p99|slowest|requests|errors|events|cpu|cpu10k|rss]. The watch workload's
+# latency is put to event, and its CPU per 10k is per 10k events.
 bench_run() {
     local name=$1 limit=$2 at=$3 figs
     shift 3
@@ -220,22 +234,24 @@ bench_run() {
     figs=$("$PY" - "$tmp/$name.out" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
-p99 = [s for p, s in r["latency"]["percentiles"] if float(p) == 99.0]
-if not p99:
-    sys.exit("no p99 in latency.percentiles")
-errors = r["reads"]["errors"] + r["writes"]["errors"]
-print(f'{r["throughput"]:.1f} {p99[0] * 1000:.2f} {r["latency"]["slowest"] * 1000:.2f} '
-      f'{r["requests"]} {errors} {r["total_seconds"]:.2f}')
+p99 = r["latency"]["p99"]
+watch = r.get("watch", {})
+errors = r["reads"]["errors"] + r["writes"]["errors"] + watch.get("missing_events", 0)
+print(f'{r["throughput"]:.1f} {p99 * 1000:.2f} {r["latency"]["slowest"] * 1000:.2f} '
+      f'{r["requests"]} {errors} {r["total_seconds"]:.2f} {watch.get("received_events", 0)}')
 EOF
     ) || die "$name: cannot parse the JSON report in $tmp/$name.out"
     read -r "R[$name.tput]" "R[$name.p99]" "R[$name.slowest]" "R[$name.requests]" \
-        "R[$name.errors]" "R[$name.secs]" <<<"$figs"
+        "R[$name.errors]" "R[$name.secs]" "R[$name.events]" <<<"$figs"
     R[$name.cpu]=$(cpu_secs "$name")
-    R[$name.cpu10k]=$(awk -v c="${R[$name.cpu]}" -v n="${R[$name.requests]}" \
+    R[$name.rss]=$(rss_of "$name")
+    local ops=${R[$name.requests]}
+    [[ ${R[$name.events]} == 0 ]] || ops=${R[$name.events]}
+    R[$name.cpu10k]=$(awk -v c="${R[$name.cpu]}" -v n="$ops" \
         'BEGIN { if (n > 0) printf "%.3f", c / (n / 10000); else print "n/a" }')
     echo "$name: ${R[$name.tput]} requests/s, p99 ${R[$name.p99]} ms, slowest ${R[$name.slowest]} ms," \
         "${R[$name.requests]} requests in ${R[$name.secs]} s, ${R[$name.errors]} errors;" \
-        "client CPU ${R[$name.cpu]} s${R[$name.conns]:+, ${R[$name.conns]} TCP connections}"
+        "client CPU ${R[$name.cpu]} s (${R[$name.cpu10k]} s/10k), peak RSS ${R[$name.rss]} MiB${R[$name.conns]:+, ${R[$name.conns]} TCP connections}"
 }
 
 # ---------------------------------------------------------------- (a) check perf vs bench
@@ -247,8 +263,9 @@ tr '\r' '\n' <"$tmp/perf.out" | grep -E '^(PASS|FAIL)' >"$tmp/perf.lines" || tru
     die "etcdctl check perf (exit $RC) printed no PASS/FAIL line: $(tail -n 3 "$tmp/perf.err")"
 R[perf.rc]=$RC
 R[perf.cpu]=$(cpu_secs perf)
+R[perf.rss]=$(rss_of perf)
 sed 's/^/perf: /' "$tmp/perf.lines"
-echo "perf: exit $RC; client CPU ${R[perf.cpu]} s, ${R[perf.conns]} TCP connections"
+echo "perf: exit $RC; client CPU ${R[perf.cpu]} s, peak RSS ${R[perf.rss]} MiB, ${R[perf.conns]} TCP connections"
 
 bench_run a.write "$PERF_LIMIT_S" "$CONN_SAMPLE_AT_S" --conns 1 --clients 50 --duration 60s \
     --rate 150 --key-size 256 --val-size 1024 --key-space 100000 write
@@ -257,6 +274,14 @@ bench_run a.write "$PERF_LIMIT_S" "$CONN_SAMPLE_AT_S" --conns 1 --clients 50 --d
 bench_run b.write "$FULL_LIMIT_S" 0 --conns 10 --clients 100 --total 30000 --val-size 256 write
 bench_run b.read-l "$FULL_LIMIT_S" 0 --conns 10 --clients 100 --total 30000 read --consistency l
 bench_run b.read-s "$FULL_LIMIT_S" 0 --conns 10 --clients 100 --total 30000 read --consistency s
+
+# ---------------------------------------------------------------- (e) txn-put, watch-latency
+bench_run e.txn1 "$FULL_LIMIT_S" 0 --conns 10 --clients 100 --total 30000 --key-space 100000 \
+    txn --ops-per-txn 1
+bench_run e.txn4 "$FULL_LIMIT_S" 0 --conns 10 --clients 100 --total 30000 --key-space 100000 \
+    txn --ops-per-txn 4
+bench_run e.watch "$FULL_LIMIT_S" 0 --conns 10 --clients 1 --total 1000 --rate 100 --prefix wl/ \
+    watch --watchers 100 --streams 10
 
 # ---------------------------------------------------------------- (c) etcd's benchmark tool
 go_bench=""
@@ -290,16 +315,25 @@ load average (1/5/15 min): start ${R[load.start]}, end ${R[load.end]}
 a. same load: 60 s, 150 writes/s, 256-byte keys, 1 KiB values, 50 clients
   etcdctl check perf --load s (exit ${R[perf.rc]}):
 $perf_lines
-    client CPU: ${R[perf.cpu]} s; TCP connections to the cluster: ${R[perf.conns]}
+    client CPU: ${R[perf.cpu]} s; peak RSS ${R[perf.rss]} MiB; TCP connections to the cluster: ${R[perf.conns]}
   etcd-monitor-bench --conns 1 --clients 50 --duration 60s --rate 150 --key-size 256 --val-size 1024 --key-space 100000 write:
     throughput: ${R[a.write.tput]} requests/s (${R[a.write.requests]} requests, ${R[a.write.errors]} errors; first 1 s is warm-up)
     p99:        ${R[a.write.p99]} ms
     slowest:    ${R[a.write.slowest]} ms
-    client CPU: ${R[a.write.cpu]} s; TCP connections to the cluster: ${R[a.write.conns]}
-b. etcd-monitor-bench --conns 10 --clients 100 --total 30000 (d: client CPU, user+sys, per 10k requests)
-  write --val-size 256:     ${R[b.write.tput]} requests/s, p99 ${R[b.write.p99]} ms, ${R[b.write.errors]} errors; CPU ${R[b.write.cpu]} s = ${R[b.write.cpu10k]} s/10k
-  read --consistency l:     ${R[b.read-l.tput]} requests/s, p99 ${R[b.read-l.p99]} ms, ${R[b.read-l.errors]} errors; CPU ${R[b.read-l.cpu]} s = ${R[b.read-l.cpu10k]} s/10k (incl. 1000-key fill)
-  read --consistency s:     ${R[b.read-s.tput]} requests/s, p99 ${R[b.read-s.p99]} ms, ${R[b.read-s.errors]} errors; CPU ${R[b.read-s.cpu]} s = ${R[b.read-s.cpu10k]} s/10k (incl. 1000-key fill)
+    client CPU: ${R[a.write.cpu]} s; peak RSS ${R[a.write.rss]} MiB; TCP connections to the cluster: ${R[a.write.conns]}
+b, e. etcd-monitor-bench --conns 10 (d: client CPU, user+sys, per 10k requests; peak RSS)
+  put (write --val-size 256; --clients 100 --total 30000):
+    ${R[b.write.tput]} requests/s, p99 ${R[b.write.p99]} ms, ${R[b.write.errors]} errors; CPU ${R[b.write.cpu]} s = ${R[b.write.cpu10k]} s/10k; RSS ${R[b.write.rss]} MiB
+  range l (read --consistency l; --clients 100 --total 30000; CPU incl. the 1000-key fill):
+    ${R[b.read-l.tput]} requests/s, p99 ${R[b.read-l.p99]} ms, ${R[b.read-l.errors]} errors; CPU ${R[b.read-l.cpu]} s = ${R[b.read-l.cpu10k]} s/10k; RSS ${R[b.read-l.rss]} MiB
+  range s (read --consistency s; --clients 100 --total 30000; CPU incl. the 1000-key fill):
+    ${R[b.read-s.tput]} requests/s, p99 ${R[b.read-s.p99]} ms, ${R[b.read-s.errors]} errors; CPU ${R[b.read-s.cpu]} s = ${R[b.read-s.cpu10k]} s/10k; RSS ${R[b.read-s.rss]} MiB
+  txn-put (txn --ops-per-txn 1; --clients 100 --total 30000):
+    ${R[e.txn1.tput]} txn/s, p99 ${R[e.txn1.p99]} ms, ${R[e.txn1.errors]} errors; CPU ${R[e.txn1.cpu]} s = ${R[e.txn1.cpu10k]} s/10k; RSS ${R[e.txn1.rss]} MiB
+  txn-put (txn --ops-per-txn 4; --clients 100 --total 30000):
+    ${R[e.txn4.tput]} txn/s, p99 ${R[e.txn4.p99]} ms, ${R[e.txn4.errors]} errors; CPU ${R[e.txn4.cpu]} s = ${R[e.txn4.cpu10k]} s/10k; RSS ${R[e.txn4.rss]} MiB
+  watch-latency (1000 puts at 100/s, 100 watchers on 10 streams; latency put to event):
+    p99 ${R[e.watch.p99]} ms, slowest ${R[e.watch.slowest]} ms; ${R[e.watch.events]} events, ${R[e.watch.errors]} errors or missing; CPU ${R[e.watch.cpu]} s = ${R[e.watch.cpu10k]} s/10k events; RSS ${R[e.watch.rss]} MiB
 c. etcd benchmark tool (go.etcd.io/etcd/tools/benchmark): $go_bench
 etcd processes of this run left after stopping the cluster: ${R[left]}
 ===================================================================================

@@ -352,6 +352,65 @@ async fn json_report_matches_its_snapshot() {
     insta::assert_snapshot!(serde_json::to_string_pretty(&r).unwrap_or_default());
 }
 
+/// A watcher whose member dies misses the events after it: they are counted as missing
+/// and reported as errors, beside the broken stream, while the other watcher gets all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_loses_its_member_reports_the_missing_events() {
+    tests::init_logs();
+    let mut cluster = EtcdCluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await;
+    let (lost, kept) = ((leader + 1) % 3, (leader + 2) % 3);
+    // Connection 0 (to `lost`) carries stream 0 and client 0, connection 1 the others.
+    let argv = vec![
+        "--endpoints".to_owned(),
+        format!("{},{}", cluster.client_url(lost), cluster.client_url(kept)),
+        "--conns".into(),
+        "2".into(),
+        "--clients".into(),
+        "2".into(),
+        "--rate".into(),
+        "200".into(),
+        "--total".into(),
+        "600".into(),
+        "--command-timeout".into(),
+        "2s".into(),
+        "--prefix".into(),
+        "lost/".into(),
+        "--output".into(),
+        "json".into(),
+        "watch".into(),
+        "--watchers".into(),
+        "2".into(),
+        "--streams".into(),
+        "2".into(),
+    ];
+    let run = tokio::spawn(async move { bench(&argv).await });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    cluster.kill(lost);
+    let (code, out, err) = run.await.expect("join");
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    let w = &r["watch"];
+    let ok = r["writes"]["ok"].as_u64().unwrap_or(0);
+    assert!(ok >= 300, "the puts through the other member went on: {r}");
+    assert_eq!(w["expected_events"].as_u64(), Some(2 * ok), "{w}");
+    let missing = w["missing_events"].as_u64().unwrap_or(0);
+    assert!(missing > 0, "{w}");
+    assert_eq!(
+        w["received_events"].as_u64().map(|n| n + missing),
+        Some(2 * ok),
+        "{w}"
+    );
+    assert_eq!(r["errors"]["watch events missing"].as_u64(), Some(missing));
+    let errors = r["errors"].as_object().cloned().unwrap_or_default();
+    assert!(
+        errors
+            .keys()
+            .any(|k| k.starts_with("watch") && k != "watch events missing"),
+        "the broken stream is named: {errors:?}"
+    );
+}
+
 /// Each workload is its own Pushgateway group (the workload label on every series); a
 /// rerun replaces its own workload's group only. The histogram's buckets and count are the
 /// run's, the quantiles are a summary (no `quantile` label on a gauge), and a real
