@@ -275,14 +275,18 @@ impl Collector {
         wall: SystemTime,
         started: Instant,
         gathered: Gathered,
-        obs: Observation,
+        mut obs: Observation,
         model: ClusterModel,
     ) -> Snapshot {
         let at_ms = unix_ms(wall);
+        // A maintenance that began and ended since the last cycle left no marker to read,
+        // but the watches saw it written: it counts for this cycle.
+        let between = self.conns.take_marker_seen();
+        obs.maintenance = obs.maintenance.take().or(between);
         self.last_leader = model.leader.as_ref().map(|l| l.id);
         if let Some(change) = self.tracker.observe(&model, wall) {
-            // A marker up now or in the previous cycle: the change is the maintenance's
-            // (a leader moved away before its defragmentation).
+            // A marker up now, since the last cycle or in it: the change is the
+            // maintenance's (a leader moved away before its defragmentation).
             let during = obs.maintenance.as_ref().or(self.maintenance.as_ref());
             if let Some(m) = during {
                 self.tracker.mark_planned(m.operation.as_str());

@@ -12,13 +12,18 @@
 //! connection closes, the watch's stream breaks, and the collector is woken to run a
 //! cycle at once instead of at its next tick. A frozen or cut-off member breaks nothing
 //! and is found by the next cycle's deadline.
+//!
+//! The same watches see the marker come and go between cycles: a maintenance shorter
+//! than a cycle (a rolling defrag of small databases takes under a second) leaves no
+//! marker for the next cycle to read, so the last marker a watch saw is kept for it
+//! ([`Connections::take_marker_seen`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::etcd::{error_chain, EtcdConfig};
-use etcd_client::{AlarmAction, AlarmType, Client, GetOptions};
+use etcd_client::{AlarmAction, AlarmType, Client, EventType, GetOptions};
 use tokio::sync::Notify;
 use tokio::time::{timeout_at, Instant};
 
@@ -68,6 +73,8 @@ pub struct Connections {
     slots: HashMap<String, Slot>,
     /// Notified when a connection that was up breaks (see [`Sentinel`]).
     wake: Option<Arc<Notify>>,
+    /// The last maintenance marker a [`Sentinel`] saw written since it was last taken.
+    marker_seen: Arc<Mutex<Option<ctl::marker::Marker>>>,
 }
 
 /// A task watching one member's connection; aborted when dropped (with its connection's
@@ -81,11 +88,16 @@ impl Drop for Sentinel {
 }
 
 impl Sentinel {
-    /// Watches the marker's key through `client` and notifies `wake` when the stream
-    /// breaks. A watch that cannot be created (no read permission on the key, a learner)
-    /// or that etcd cancels wakes nobody: only a stream that was up can say the
-    /// connection went down.
-    fn start(url: &str, mut client: Client, wake: Arc<Notify>) -> Self {
+    /// Watches the marker's key through `client`, keeps each marker written in `seen`,
+    /// and notifies `wake` when the stream breaks. A watch that cannot be created (no read
+    /// permission on the key, a learner) or that etcd cancels wakes nobody: only a stream
+    /// that was up can say the connection went down.
+    fn start(
+        url: &str,
+        mut client: Client,
+        wake: Arc<Notify>,
+        seen: Arc<Mutex<Option<ctl::marker::Marker>>>,
+    ) -> Self {
         let url = url.to_owned();
         let task = tokio::spawn(async move {
             let Ok(mut stream) = client.watch(ctl::marker::MARKER_KEY, None).await else {
@@ -99,7 +111,20 @@ impl Sentinel {
                 match stream.message().await {
                     Ok(Some(r)) if r.canceled() => return,
                     // The marker changed, or a progress notice.
-                    Ok(Some(_)) => continue,
+                    Ok(Some(r)) => {
+                        let written = r
+                            .events()
+                            .iter()
+                            .filter(|e| e.event_type() == EventType::Put)
+                            .filter_map(|e| e.kv())
+                            .filter_map(|kv| ctl::marker::parse(kv.value()).ok())
+                            .last();
+                        if let Some(m) = written {
+                            if let Ok(mut slot) = seen.lock() {
+                                *slot = Some(m);
+                            }
+                        }
+                    }
                     Ok(None) => break "the stream ended".to_owned(),
                     Err(e) => break describe(&e),
                 }
@@ -129,7 +154,14 @@ impl Connections {
         Connections {
             slots: HashMap::new(),
             wake: Some(wake),
+            marker_seen: Arc::default(),
         }
+    }
+
+    /// The last maintenance marker the connections' watches saw written since the last
+    /// call (a maintenance may begin and end between two cycles).
+    pub fn take_marker_seen(&self) -> Option<ctl::marker::Marker> {
+        self.marker_seen.lock().ok().and_then(|mut m| m.take())
     }
 
     /// What to do for `url` in this cycle.
@@ -159,7 +191,12 @@ impl Connections {
             // A member that answers again (or for the first time) is watched again.
             if let (Some(c), Some(wake)) = (&slot.client, &self.wake) {
                 if slot.sentinel.as_ref().is_none_or(Sentinel::finished) {
-                    slot.sentinel = Some(Sentinel::start(url, c.clone(), wake.clone()));
+                    slot.sentinel = Some(Sentinel::start(
+                        url,
+                        c.clone(),
+                        wake.clone(),
+                        self.marker_seen.clone(),
+                    ));
                 }
             }
             return;

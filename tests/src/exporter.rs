@@ -113,7 +113,8 @@ impl RunningExporter {
         .await;
     }
 
-    async fn cycle(&self) -> u64 {
+    /// The number of the last cycle (`/health`'s `cycle`; 0 before the first).
+    pub async fn cycle(&self) -> u64 {
         let (_, body) = self.get("/health").await;
         serde_json::from_str::<serde_json::Value>(&body)
             .ok()

@@ -477,3 +477,65 @@ async fn a_killed_member_is_seen_at_once_not_at_the_next_tick() {
     )
     .await;
 }
+
+/// A maintenance shorter than a cycle (a rolling defrag of small databases takes under a
+/// second) writes and revokes its marker between two cycles, so no cycle reads it; the
+/// leader move it made is still counted as planned, because the exporter's watches saw
+/// the marker written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_move_by_a_maintenance_between_two_cycles_is_planned() {
+    use ctl::marker::{Marker, Operation};
+    tests::init_logs();
+    let cluster = EtcdCluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await;
+    let exp = RunningExporter::for_cluster(&cluster, "10s", &[]).await;
+    exp.wait_cycles(1).await;
+    // The watches start after a member's first answer.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cycle = exp.cycle().await;
+
+    let mut c = cluster.client(leader).await;
+    let to = (leader + 1) % 3;
+    let to_id = c
+        .member_list()
+        .await
+        .expect("member list")
+        .members()
+        .iter()
+        .find(|m| m.name() == MEMBERS[to])
+        .map(|m| m.id())
+        .expect("the target is listed");
+    let marker = ctl::marker::hold(&c, Marker::new(Operation::Defrag, "test"))
+        .await
+        .expect("marker written");
+    c.move_leader(to_id).await.expect("leadership moved");
+    marker.release().await.expect("marker revoked");
+    assert_eq!(
+        exp.cycle().await,
+        cycle,
+        "the maintenance must fit between two cycles for this test to mean anything"
+    );
+
+    wait_for(
+        "the exporter to see the new leader",
+        Duration::from_secs(30),
+        || async {
+            let m = exp.metrics().await;
+            (value(&m, "etcd_member_is_leader", &[("member", MEMBERS[to])]) == Some(1.0))
+                .then_some(())
+        },
+    )
+    .await;
+    let m = exp.metrics().await;
+    assert_eq!(
+        value(&m, "etcd_cluster_leader_changes_total", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "etcd_cluster_leader_changes_planned_total", &[]),
+        Some(1.0),
+        "the move was made under a maintenance marker"
+    );
+    let history = exp.json("/api/v1/cluster/leader/history").await;
+    assert_eq!(history["changes"][0]["planned"], "defrag", "{history}");
+}
