@@ -19,9 +19,9 @@
 #        after the build: the rules' `for` and the warnings' 30s group_wait and 5m group_interval (a
 #        warning's resolution reaches chat at the group's next flush, up to 5 minutes
 #        after its first message) set the pace.
-# member_partitioned cuts a member off with a proxy in front of each peer port and breaks
-# the connections made before with `ss -K`: it needs root (iproute2's ss) and fails
-# without it.
+# member_partitioned runs its stack in network namespaces it creates (each member in its
+# own, iptables dropping what is forwarded between the cut member and its peers): it needs
+# root, iproute2, iptables and util-linux's unshare and nsenter, and fails without them.
 # The whole output of the run is kept in FAULT_CATALOG_LOG (default: a temp file, printed).
 set -euo pipefail
 # shellcheck source=lib/bench-common.sh

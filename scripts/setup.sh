@@ -5,7 +5,7 @@
 # lint step. Safe to run again: it only installs what is missing.
 set -euo pipefail
 
-packages=(protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus prometheus-alertmanager prometheus-pushgateway fio python3-aiosmtpd busybox-static python3-yaml python3-jsonschema systemd dpkg-dev chromium fonts-dejavu-core fuse3 python3-fusepy)
+packages=(protobuf-compiler libprotobuf-dev etcd-server etcd-client prometheus prometheus-alertmanager prometheus-pushgateway fio python3-aiosmtpd busybox-static python3-yaml python3-jsonschema systemd dpkg-dev chromium fonts-dejavu-core fuse3 python3-fusepy iproute2 iptables)
 # kubectl (kustomize v5) for the Kubernetes deployment's tests: Debian's kubernetes-client is
 # only a fallback (its kustomize is too old for kubernetes/, and the test says so).
 command -v kubectl >/dev/null || packages+=(kubernetes-client)

@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use crate::netns::MemberNet;
 use crate::tls::TlsFiles;
 use crate::{free_port, wait_for, MAX_CLUSTERS};
 
@@ -32,6 +33,10 @@ pub struct ClusterOptions {
     /// cluster's temp dir (a directory the test prepared, e.g. the mount point of a slow
     /// filesystem). The test keeps it and cleans it up.
     pub data_dirs: Vec<(usize, PathBuf)>,
+    /// Every member in a network namespace of its own ([`MemberNet`]), so that one can be
+    /// cut off from its peers ([`EtcdCluster::cut`]). Plain (no TLS) clusters only, in a
+    /// test that runs [`crate::netns::isolated`].
+    pub member_namespaces: bool,
 }
 
 impl Default for ClusterOptions {
@@ -43,6 +48,7 @@ impl Default for ClusterOptions {
             quota_backend_bytes: None,
             advertise_client_url: None,
             data_dirs: Vec::new(),
+            member_namespaces: false,
         }
     }
 }
@@ -50,12 +56,16 @@ impl Default for ClusterOptions {
 /// One member's process and addresses.
 pub struct EtcdMember {
     pub name: String,
+    /// The address it listens on (127.0.0.1, or its namespace's).
+    pub host: String,
     pub client_port: u16,
     pub peer_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
+    /// Its namespace, with [`ClusterOptions::member_namespaces`].
+    net: Option<MemberNet>,
 }
 
 impl EtcdMember {
@@ -97,10 +107,27 @@ impl EtcdCluster {
         let tls = opts.tls.then(|| TlsFiles::generate(dir.path()));
         let scheme = if opts.tls { "https" } else { "http" };
         let ports: Vec<(u16, u16)> = (0..opts.size).map(|_| (free_port(), free_port())).collect();
+        assert!(
+            !(opts.member_namespaces && opts.tls),
+            "member namespaces with TLS: the test certificates are for 127.0.0.1"
+        );
+        let mut nets: Vec<Option<MemberNet>> = (0..opts.size)
+            .map(|i| {
+                opts.member_namespaces
+                    .then(|| MemberNet::create(u8::try_from(i + 1).expect("a small cluster")))
+            })
+            .collect();
+        let hosts: Vec<String> = nets
+            .iter()
+            .map(|n| {
+                n.as_ref()
+                    .map_or("127.0.0.1".to_owned(), |n| n.addr.to_string())
+            })
+            .collect();
         let initial: Vec<String> = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, p))| format!("m{}=http://127.0.0.1:{p}", i + 1))
+            .map(|(i, (_, p))| format!("m{}=http://{}:{p}", i + 1, hosts[i]))
             .collect();
         let token = format!("t{}", ports[0].0);
         let mut members = Vec::new();
@@ -110,12 +137,13 @@ impl EtcdCluster {
                 Some((_, d)) => d.clone(),
                 None => dir.path().join(format!("{name}.etcd")),
             };
-            let client = format!("{scheme}://127.0.0.1:{cp}");
+            let host = &hosts[i];
+            let client = format!("{scheme}://{host}:{cp}");
             let advertised = match &opts.advertise_client_url {
                 Some((j, url)) if *j == i => url.clone(),
                 _ => client.clone(),
             };
-            let peer = format!("http://127.0.0.1:{pp}");
+            let peer = format!("http://{host}:{pp}");
             let mut args: Vec<String> = [
                 "--name",
                 &name,
@@ -168,11 +196,13 @@ impl EtcdCluster {
             members.push(EtcdMember {
                 log: dir.path().join(format!("{name}.log")),
                 name,
+                host: host.clone(),
                 client_port: *cp,
                 peer_port: *pp,
                 data_dir,
                 args,
                 child: None,
+                net: nets[i].take(),
             });
         }
         let http = {
@@ -302,7 +332,11 @@ impl EtcdCluster {
             .append(true)
             .open(&m.log)
             .expect("log file");
-        let child = Command::new("etcd")
+        let mut cmd = match &m.net {
+            Some(net) => net.command("etcd"),
+            None => Command::new("etcd"),
+        };
+        let child = cmd
             .args(&m.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -315,7 +349,10 @@ impl EtcdCluster {
     /// Client URL of member `i`.
     pub fn client_url(&self, i: usize) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.members[i].client_port)
+        format!(
+            "{scheme}://{}:{}",
+            self.members[i].host, self.members[i].client_port
+        )
     }
 
     /// All client URLs, comma separated (what `--endpoints` takes).
@@ -424,6 +461,23 @@ impl EtcdCluster {
     /// Thaws a frozen member (SIGCONT).
     pub fn thaw(&self, i: usize) {
         self.signal(i, Signal::SIGCONT);
+    }
+
+    /// Cuts member `i` off from its peers; its clients still reach it. Needs
+    /// [`ClusterOptions::member_namespaces`].
+    pub fn cut(&mut self, i: usize) {
+        self.members[i]
+            .net
+            .as_mut()
+            .expect("cut needs ClusterOptions::member_namespaces")
+            .cut();
+    }
+
+    /// Takes back [`EtcdCluster::cut`].
+    pub fn heal(&mut self, i: usize) {
+        if let Some(net) = self.members[i].net.as_mut() {
+            net.heal();
+        }
     }
 
     /// Starts a stopped or killed member again on the same data dir and ports.

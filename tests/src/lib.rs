@@ -11,6 +11,7 @@ pub mod agent;
 pub mod daemon;
 pub mod etcd;
 pub mod exporter;
+pub mod netns;
 pub mod prometheus;
 pub mod relay;
 pub mod stack;

@@ -10,7 +10,6 @@
 //! message, an entry in the relay's history. On a timeout they panic with everything the
 //! receivers got and what Prometheus holds, so a failing fault test says why.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -143,10 +142,6 @@ pub struct StackOptions {
     pub agent_flags: Vec<String>,
     /// Extra flags for the exporter (default: none, so the shipped 5s cycle).
     pub exporter_flags: Vec<String>,
-    /// Put a [`PeerProxy`] in front of every member's peer port (and make the members
-    /// talk to each other only through them), so that a member can be cut off from its
-    /// peers while its clients still reach it.
-    pub peer_proxies: bool,
     /// Further `(from, to)` replacements in `prometheus/prometheus.yml`, after the
     /// addresses (shorter intervals for a quick test, say); each must apply. None: the
     /// shipped intervals, as the fault catalog runs.
@@ -241,8 +236,6 @@ pub struct ShippedStack {
     pub slack: StandIn,
     pub heartbeat: StandIn,
     pub prometheus: RunningPrometheus,
-    /// One per member when [`StackOptions::peer_proxies`], in member order.
-    pub peer_proxies: Vec<PeerProxy>,
     /// When the stack was up (after [`ShippedStack::start`]).
     pub started: Instant,
     _dir: tempfile::TempDir,
@@ -254,11 +247,6 @@ impl ShippedStack {
     pub async fn start(opts: StackOptions) -> Self {
         let cluster = EtcdCluster::start_with(opts.cluster.clone()).await;
         cluster.wait_leader(Duration::from_secs(30)).await;
-        let peer_proxies = if opts.peer_proxies {
-            PeerProxy::put_in_front(&cluster).await
-        } else {
-            Vec::new()
-        };
         let dir = tempfile::Builder::new()
             .prefix("etcd-monitor-stack-")
             .tempdir()
@@ -344,7 +332,6 @@ impl ShippedStack {
             slack,
             heartbeat,
             prometheus,
-            peer_proxies,
             started: Instant::now(),
             _dir: dir,
         }
@@ -653,267 +640,4 @@ impl ShippedStack {
         }
         out
     }
-}
-
-/// A TCP proxy in front of one member's peer port that can cut the member off from its
-/// peers: etcd's peer requests (raft streams and pipelines, snapshots) carry the sender's
-/// member ID in `X-Server-From`, so a proxy can refuse, and close, the connections of one
-/// sender, or all of them. Clients talk to the client port and are not affected. See
-/// [`PeerProxy::put_in_front`] for how the members come to use them.
-pub struct PeerProxy {
-    pub port: u16,
-    /// The member's own peer port, where the proxy forwards to.
-    pub target: u16,
-    state: Arc<std::sync::Mutex<ProxyState>>,
-    shutdown: CancellationToken,
-}
-
-#[derive(Default)]
-struct ProxyState {
-    block_all: bool,
-    block_from: Option<String>,
-    next_id: u64,
-    /// Open connections: id, the sender's member ID (lower-case hex), a token to close it.
-    conns: Vec<(u64, Option<String>, CancellationToken)>,
-}
-
-impl ProxyState {
-    fn blocks(&self, from: Option<&str>) -> bool {
-        self.block_all || (from.is_some() && from == self.block_from.as_deref())
-    }
-
-    fn close_blocked(&mut self) {
-        let (blocked, open): (Vec<_>, Vec<_>) = std::mem::take(&mut self.conns)
-            .into_iter()
-            .partition(|(_, from, _)| {
-                self.block_all || (from.is_some() && *from == self.block_from)
-            });
-        for (_, _, token) in blocked {
-            token.cancel();
-        }
-        self.conns = open;
-    }
-}
-
-impl PeerProxy {
-    /// Starts a proxy on a free port forwarding to 127.0.0.1:`target`.
-    pub async fn start(target: u16) -> Self {
-        let port = crate::free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind the peer proxy");
-        let state = Arc::new(std::sync::Mutex::new(ProxyState::default()));
-        let shutdown = CancellationToken::new();
-        let (st, stop) = (state.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            loop {
-                let conn = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    c = listener.accept() => c,
-                };
-                if let Ok((conn, _)) = conn {
-                    tokio::spawn(proxy_one(conn, target, st.clone(), stop.clone()));
-                }
-            }
-        });
-        PeerProxy {
-            port,
-            target,
-            state,
-            shutdown,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts one proxy per member of `cluster`, makes every member advertise its proxy
-    /// as its peer URL (`member update`), and breaks the peer connections made before
-    /// (`ss -K`, so root), which etcd then makes again to the new URLs, through the
-    /// proxies. (Restarting the members would not do: a member replays its log at start,
-    /// and the log's first entries add the peers with their old URLs, which its streams
-    /// dial before the update is replayed.)
-    pub async fn put_in_front(cluster: &EtcdCluster) -> Vec<PeerProxy> {
-        let mut proxies = Vec::new();
-        for m in &cluster.members {
-            proxies.push(PeerProxy::start(m.peer_port).await);
-        }
-        let mut c = cluster.client(0).await;
-        let members = c.member_list().await.expect("member list");
-        for (m, p) in cluster.members.iter().zip(&proxies) {
-            let id = members
-                .members()
-                .iter()
-                .find(|x| x.name() == m.name)
-                .map(|x| x.id())
-                .unwrap_or_else(|| panic!("{} is not in the member list", m.name));
-            c.member_update(id, vec![p.url()])
-                .await
-                .expect("member update to the proxy's URL");
-        }
-        // Every member has applied the updates (a member's list is its own view).
-        let urls: BTreeSet<String> = proxies.iter().map(PeerProxy::url).collect();
-        for i in 0..cluster.members.len() {
-            let c = cluster.client(i).await;
-            crate::wait_for(
-                "every member to know the proxies' URLs",
-                Duration::from_secs(30),
-                || {
-                    let mut c = c.clone();
-                    let urls = urls.clone();
-                    async move {
-                        let list = c.member_list().await.ok()?;
-                        let seen: BTreeSet<String> = list
-                            .members()
-                            .iter()
-                            .flat_map(|m| m.peer_urls().iter().cloned())
-                            .collect();
-                        (seen == urls).then_some(())
-                    }
-                },
-            )
-            .await;
-        }
-        let peer_ports: Vec<u16> = cluster.members.iter().map(|m| m.peer_port).collect();
-        let pids: Vec<u32> = cluster.members.iter().filter_map(|m| m.pid()).collect();
-        for attempt in 1..=10 {
-            let direct = direct_peer_connections(&pids, &peer_ports);
-            if direct == 0 {
-                cluster.wait_all_have_leader(Duration::from_secs(60)).await;
-                return proxies;
-            }
-            assert!(
-                attempt < 10,
-                "{direct} peer connections still bypass the proxies"
-            );
-            for port in &peer_ports {
-                let out = std::process::Command::new("ss")
-                    .args(["-K", "-tn", "dport", "=", &format!(":{port}")])
-                    .output()
-                    .expect("ss (iproute2)");
-                assert!(
-                    out.status.success(),
-                    "ss -K (root only): {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-        unreachable!()
-    }
-
-    /// Refuses every connection, and closes the open ones: nobody reaches this member's
-    /// peer port.
-    pub fn cut_all(&self) {
-        let mut s = self.state.lock().expect("lock");
-        s.block_all = true;
-        s.close_blocked();
-    }
-
-    /// Refuses, and closes, the connections of the member with ID `id` (hex).
-    pub fn cut_from(&self, id: u64) {
-        let mut s = self.state.lock().expect("lock");
-        s.block_from = Some(format!("{id:x}"));
-        s.close_blocked();
-    }
-
-    /// The senders (member IDs in hex; `None` for requests without one) of the open
-    /// connections.
-    pub fn open_connections(&self) -> Vec<Option<String>> {
-        let s = self.state.lock().expect("lock");
-        s.conns.iter().map(|(_, from, _)| from.clone()).collect()
-    }
-
-    /// Lets everything through again.
-    pub fn heal(&self) {
-        let mut s = self.state.lock().expect("lock");
-        s.block_all = false;
-        s.block_from = None;
-    }
-}
-
-impl Drop for PeerProxy {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Ok(s) = self.state.lock() {
-            for (_, _, token) in &s.conns {
-                token.cancel();
-            }
-        }
-    }
-}
-
-/// How many established TCP connections of the processes `pids` go straight to one of
-/// `peer_ports` (rather than to a proxy).
-fn direct_peer_connections(pids: &[u32], peer_ports: &[u16]) -> usize {
-    let out = std::process::Command::new("ss")
-        .args(["-tnpH", "state", "established"])
-        .output()
-        .expect("ss (iproute2)");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| pids.iter().any(|p| l.contains(&format!("pid={p},"))))
-        .filter(|l| {
-            // Recv-Q Send-Q Local:Port Peer:Port Process
-            let peer = l.split_whitespace().nth(3).unwrap_or_default();
-            peer_ports.iter().any(|p| peer.ends_with(&format!(":{p}")))
-        })
-        .count()
-}
-
-/// One connection through a [`PeerProxy`]: reads the request head to learn the sender,
-/// then copies both ways until either side closes or the proxy cuts it.
-async fn proxy_one(
-    mut conn: tokio::net::TcpStream,
-    target: u16,
-    state: Arc<std::sync::Mutex<ProxyState>>,
-    stop: CancellationToken,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    let read_head = async {
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
-            match conn.read(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-        }
-        true
-    };
-    match tokio::time::timeout(Duration::from_secs(10), read_head).await {
-        Ok(true) => {}
-        _ => return,
-    }
-    let from = String::from_utf8_lossy(&head).lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("x-server-from")
-            .then(|| v.trim().to_ascii_lowercase())
-    });
-    let (id, token) = {
-        let mut s = state.lock().expect("lock");
-        if s.blocks(from.as_deref()) {
-            return;
-        }
-        s.next_id += 1;
-        let id = s.next_id;
-        let token = stop.child_token();
-        s.conns.push((id, from, token.clone()));
-        (id, token)
-    };
-    if let Ok(mut upstream) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
-        if upstream.write_all(&head).await.is_ok() {
-            tokio::select! {
-                _ = token.cancelled() => {}
-                _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream) => {}
-            }
-        }
-    }
-    state
-        .lock()
-        .expect("lock")
-        .conns
-        .retain(|(i, _, _)| *i != id);
 }

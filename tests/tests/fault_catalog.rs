@@ -19,8 +19,9 @@
 //! minutes) are `#[ignore]`d and run by the script. Waits are time-boxed at the shipped
 //! timing plus a margin; a resolution that misses its box fails the test.
 //!
-//! The partition test puts a proxy in front of each member's peer port and needs root
-//! (it breaks the members' earlier peer connections with `ss -K`).
+//! The partition test runs in network namespaces it creates (`tests::netns`): the whole
+//! stack in one of its own, each member in its own inside that, so iptables can drop what
+//! goes between members and nothing else. It needs root.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -607,38 +608,39 @@ async fn relay_down() {
     );
 }
 
-/// (h) A follower cut off from its peers while its clients still reach it (a proxy in
-/// front of every member's peer port refuses, and closes, the cut member's raft traffic
-/// both ways): it answers the exporter but follows no leader, EtcdMemberPartitioned in
-/// chat after a minute (and EtcdQuorumAtRisk: a cut-off member is not a healthy one); the
-/// other two keep quorum, so nobody is paged. Healed, it rejoins and the warnings resolve.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "about 9 minutes; run by scripts/fault-catalog.sh"]
-async fn member_partitioned() {
-    let stack = healthy_stack(StackOptions {
-        peer_proxies: true,
+/// (h) A follower cut off from its peers while its clients still reach it: each member
+/// is in a network namespace of its own and iptables drops what is forwarded between the
+/// cut member and the others (connections hang, as on a real network), while the
+/// exporter's and the clients' connections to it are untouched. It answers the exporter
+/// but follows no leader: EtcdMemberPartitioned in chat after a minute (and
+/// EtcdQuorumAtRisk: a cut-off member is not a healthy one); the other two keep quorum,
+/// so nobody is paged. Healed, it rejoins and the warnings resolve.
+#[test]
+#[ignore = "about 9 minutes, needs root (network namespaces); run by scripts/fault-catalog.sh"]
+fn member_partitioned() {
+    tests::netns::isolated(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(member_partitioned_in_namespaces());
+    });
+}
+
+async fn member_partitioned_in_namespaces() {
+    let mut stack = healthy_stack(StackOptions {
+        cluster: ClusterOptions {
+            member_namespaces: true,
+            ..ClusterOptions::default()
+        },
         ..StackOptions::default()
     })
     .await;
     let leader = stack.leader().await;
     let i = (leader + 1) % stack.cluster.members.len();
     let name = stack.cluster.members[i].name.clone();
-    let id = {
-        let mut c = stack.cluster.client(i).await;
-        let list = c.member_list().await.expect("member list");
-        list.members()
-            .iter()
-            .find(|m| m.name() == name)
-            .map(|m| m.id())
-            .expect("the member is listed")
-    };
-    for (j, p) in stack.peer_proxies.iter().enumerate() {
-        if j == i {
-            p.cut_all();
-        } else {
-            p.cut_from(id);
-        }
-    }
+    stack.cluster.cut(i);
     let t0 = Instant::now();
     let partitioned = stack
         .wait_slack(
@@ -662,9 +664,7 @@ async fn member_partitioned() {
     .expect("a serializable read from the cut-off member");
     stack.assert_nothing_paged().await;
 
-    for p in &stack.peer_proxies {
-        p.heal();
-    }
+    stack.cluster.heal(i);
     let t1 = Instant::now();
     let resolved = stack
         .wait_slack(
