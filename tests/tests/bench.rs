@@ -225,7 +225,8 @@ async fn workloads_do_what_they_say() {
 
 /// With --rate, latency is timed from each request's scheduled send: a member frozen for
 /// a second holds up the requests due meanwhile, and they count as slow, while their
-/// service time (from the actual send) stays short.
+/// service time (from the actual send) stays short. A member frozen past the end of a
+/// --duration run leaves requests unsent, counted as errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_latency_shows_a_frozen_member_stall() {
     tests::init_logs();
@@ -270,6 +271,40 @@ async fn rate_latency_shows_a_frozen_member_stall() {
     assert!(
         f(svc, "p90") * 3.0 < f(lat, "p90"),
         "service time {svc} vs latency {lat}"
+    );
+
+    // With --duration, requests due before the end are sent late, but none after the end
+    // plus --command-timeout: a member frozen past that leaves requests unsent, and they
+    // are errors, not dropped. Every request due is in the figures.
+    let argv: Vec<String> = format!(
+        "--endpoints {} --clients 4 --rate 100 --duration 2s --warmup 0s --command-timeout 1s \
+         --prefix late/ --output json write",
+        cluster.client_url(member)
+    )
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect();
+    let started = std::time::Instant::now();
+    let run = tokio::spawn(async move { bench(&argv).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.freeze(member);
+    let (code, out, err) = run.await.expect("join");
+    let took = started.elapsed();
+    cluster.thaw(member);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        took < Duration::from_secs(6),
+        "the run ended at the send limit: {took:?}"
+    );
+    let r = json(&out);
+    let unsent = r["errors"]["not sent: behind the --rate schedule at the end of --duration"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(unsent > 50, "{r}");
+    assert_eq!(r["requests"], 200, "every request due is counted: {r}");
+    assert_eq!(
+        r["writes"]["ok"].as_u64().unwrap_or(0) + r["writes"]["errors"].as_u64().unwrap_or(0),
+        200
     );
 }
 
