@@ -466,6 +466,36 @@ async fn each_workload_goes_to_a_real_pushgateway_and_the_dashboard_shows_it() {
     );
     tests::wait_port(port, Duration::from_secs(20)).await;
     let pg = format!("http://127.0.0.1:{port}");
+
+    // The body as pushed passes promtool's lint: types, units, no quantile on a gauge.
+    {
+        use clap::Parser as _;
+        let args = bench::Args::try_parse_from(
+            format!(
+                "etcd-monitor-bench --endpoints {} --total 200 --rate 1000 --prefix lint/ watch --watchers 2",
+                cluster.endpoints()
+            )
+            .split_whitespace(),
+        )
+        .expect("flags");
+        let params = bench::Params::from_args(&args).expect("params");
+        let etcd = common::etcd::EtcdConfig::from_args(&args.etcd).expect("etcd config");
+        let report = bench::run(&params, &etcd, false).await.expect("a run");
+        let body = bench::push::body(&report, true);
+        let (code, lint) = tests::promtool_check_metrics(&body);
+        assert_eq!(code, 0, "promtool check metrics: {lint}\n{body}");
+        for name in [
+            "etcd_bench_latency_seconds",
+            "etcd_bench_service_time_seconds",
+        ] {
+            assert!(body.contains(&format!("# TYPE {name} summary")), "{body}");
+        }
+        assert!(
+            body.contains("# TYPE etcd_bench_request_duration_seconds histogram"),
+            "{body}"
+        );
+    }
+
     let push = format!("--pushgateway {pg} --job ci --label branch=feat/x --label run=1");
     let runs = [
         (
