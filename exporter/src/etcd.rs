@@ -115,10 +115,10 @@ impl Sentinel {
                         let written = r
                             .events()
                             .iter()
+                            .rev()
                             .filter(|e| e.event_type() == EventType::Put)
                             .filter_map(|e| e.kv())
-                            .filter_map(|kv| ctl::marker::parse(kv.value()).ok())
-                            .last();
+                            .find_map(|kv| ctl::marker::parse(kv.value()).ok());
                         if let Some(m) = written {
                             if let Ok(mut slot) = seen.lock() {
                                 *slot = Some(m);
