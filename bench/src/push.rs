@@ -97,18 +97,23 @@ fn given_histogram(hist: &hdrhistogram::Histogram<u64>, bounds: &[f64]) -> Given
     }
 }
 
+/// The `quantile` label of each of [`PERCENTS`], written out: `99.9 / 100.0` prints as
+/// `0.9990000000000001`, which a query for `quantile="0.999"` does not match.
+const QUANTILE_LABELS: [&str; PERCENTS.len()] =
+    ["0.1", "0.25", "0.5", "0.75", "0.9", "0.95", "0.99", "0.999"];
+
 /// A summary of `hist` (nanoseconds) in the text format: quantiles, sum and count.
 fn summary(out: &mut String, name: &str, help: &str, hist: &hdrhistogram::Histogram<u64>) {
     let _ = writeln!(out, "# HELP {name} {help}.");
     let _ = writeln!(out, "# TYPE {name} summary");
     let empty = hist.is_empty();
-    for p in PERCENTS {
+    for (p, label) in PERCENTS.iter().zip(QUANTILE_LABELS) {
         let v = if empty {
             f64::NAN
         } else {
-            hist.value_at_percentile(p) as f64 / 1e9
+            hist.value_at_percentile(*p) as f64 / 1e9
         };
-        let _ = writeln!(out, "{name}{{quantile=\"{}\"}} {v}", p / 100.0);
+        let _ = writeln!(out, "{name}{{quantile=\"{label}\"}} {v}");
     }
     let sum = if empty {
         0.0
@@ -322,6 +327,24 @@ mod tests {
             ),
             "http://pg:9091/metrics/job@base64/Y2k=/workload/txn/branch@base64/ZmVhdC94"
         );
+    }
+
+    #[test]
+    fn summary_quantiles_are_the_labels_queries_use() {
+        for (p, label) in PERCENTS.iter().zip(QUANTILE_LABELS) {
+            let q: f64 = label.parse().expect("a number");
+            assert!((q - p / 100.0).abs() < 1e-12, "{label} for {p}%");
+        }
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
+            .expect("bounds");
+        h.record_n(2_000_000, 1000).expect("record");
+        let mut out = String::new();
+        summary(&mut out, "x_seconds", "X", &h);
+        let labels: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.split("quantile=\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(labels, QUANTILE_LABELS, "{out}");
     }
 
     #[test]

@@ -590,6 +590,11 @@ async fn each_workload_goes_to_a_real_pushgateway_and_the_dashboard_shows_it() {
             "{workload}: pushed p99 {p99}, reported {}",
             r["latency"]["p99"]
         );
+        // The dashboard asks for quantile="0.999": the label is written as such.
+        assert!(
+            get("etcd_bench_latency_seconds", &[("quantile", "0.999")]).is_some(),
+            "{workload}: no p99.9"
+        );
         // The histogram: every sample in it, the +Inf bucket its count, buckets rising.
         let count = get("etcd_bench_request_duration_seconds_count", &[]);
         assert_eq!(count, Some(*samples), "{workload}");
