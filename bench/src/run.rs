@@ -143,13 +143,24 @@ pub const PERCENTS: [f64; 8] = [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9];
 const LOWEST_NS: u64 = 1_000;
 const HIGHEST_NS: u64 = 60_000_000_000;
 
+/// A latency histogram: 1 µs resolution, 3 significant digits, sized for 60 s and growing
+/// past it. Timed from the schedule, a client that falls behind sees latencies grow for
+/// as long as the run lasts; a fixed top would cap them exactly when they matter.
 fn new_hist() -> Histogram<u64> {
-    // 1 µs to 60 s, 3 significant digits: constant bounds that are valid.
-    Histogram::new_with_bounds(LOWEST_NS, HIGHEST_NS, 3).expect("valid histogram bounds")
+    // Constant bounds that are valid.
+    let mut h =
+        Histogram::new_with_bounds(LOWEST_NS, HIGHEST_NS, 3).expect("valid histogram bounds");
+    h.auto(true);
+    h
 }
 
 fn record(h: &mut Histogram<u64>, ns: u64) {
-    h.saturating_record(ns.clamp(LOWEST_NS, HIGHEST_NS));
+    let ns = ns.max(LOWEST_NS);
+    // `saturating_record` would clamp before it grows; `record` grows, and fails only
+    // where the histogram cannot grow further.
+    if h.record(ns).is_err() {
+        h.saturating_record(ns);
+    }
 }
 
 /// A short name for an error, for the error distribution.
@@ -800,6 +811,24 @@ pub fn summarize(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client five minutes behind its schedule reports five minutes, not the 60 s the
+    /// histogram was sized for, and merging keeps it.
+    #[test]
+    fn latencies_past_a_minute_are_kept() {
+        let start = Instant::now();
+        let mut st = Stats::new(true, start);
+        let due = start;
+        let sent = start + Duration::from_secs(299);
+        st.record(Some(due), sent, start + Duration::from_secs(300));
+        let mut all = Stats::new(true, start);
+        all.merge(st).expect("merge");
+        let l = latency(&all.hist);
+        assert!((l.slowest - 300.0).abs() < 0.5, "{l:?}");
+        assert!((l.p99 - 300.0).abs() < 0.5, "{l:?}");
+        let s = all.service.as_ref().map(latency).expect("service time");
+        assert!((s.slowest - 1.0).abs() < 0.01, "{s:?}");
+    }
 
     #[test]
     fn watch_values_carry_their_times() {
