@@ -778,7 +778,8 @@ pub fn summarize(
             })
             .collect();
         for v in hist.iter_recorded() {
-            let value = v.value_iterated_to() as f64;
+            // The bucket's lowest value, as `lo` is: the fastest bucket goes to the first bar.
+            let value = hist.lowest_equivalent(v.value_iterated_to()) as f64;
             let i = (((value - lo) / step).ceil().max(0.0) as usize).min(10);
             bars[i].count += v.count_at_value();
         }
@@ -828,6 +829,48 @@ mod tests {
         assert!((l.p99 - 300.0).abs() < 0.5, "{l:?}");
         let s = all.service.as_ref().map(latency).expect("service time");
         assert!((s.slowest - 1.0).abs() < 0.01, "{s:?}");
+    }
+
+    /// Like etcd's tool: the first bar holds the fastest requests, the last the slowest,
+    /// each request in the first bar at or above it.
+    #[test]
+    fn histogram_bars_run_from_the_fastest_to_the_slowest() {
+        let mut h = new_hist();
+        for (ms, n) in [(1, 10), (5, 20), (11, 1)] {
+            for _ in 0..n {
+                record(&mut h, ms * 1_000_000);
+            }
+        }
+        let params = Params {
+            workload: Workload::Write {
+                sequential_keys: false,
+            },
+            conns: 1,
+            clients: 1,
+            stop: Stop::Total(31),
+            rate: None,
+            key_size: 8,
+            val_size: 8,
+            key_space: 1000,
+            prefix: String::new(),
+            warmup: Duration::ZERO,
+        };
+        let r = summarize(
+            params,
+            0.0,
+            1.0,
+            h,
+            OpCounts::default(),
+            OpCounts { ok: 31, errors: 0 },
+            BTreeMap::new(),
+        );
+        let counts: Vec<u64> = r.histogram.iter().map(|b| b.count).collect();
+        assert_eq!(
+            counts,
+            [10, 0, 0, 0, 20, 0, 0, 0, 0, 0, 1],
+            "{:?}",
+            r.histogram
+        );
     }
 
     #[test]
