@@ -708,7 +708,9 @@ pub async fn run(params: &Params, etcd: &EtcdConfig, progress: bool) -> Result<R
         });
     }
     if let Some(t) = progress_task {
+        // `abort` only asks: awaiting the task makes sure no bar is drawn after the clear.
         t.abort();
+        let _ = t.await;
         eprint!("\r\x1b[K");
     }
     let window = all
