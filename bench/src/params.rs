@@ -324,19 +324,33 @@ fn bad(flag: &'static str, message: impl Into<String>) -> ParamError {
     }
 }
 
+/// More connections than a client machine has file descriptors for is a typo.
+pub const MAX_CONNS: usize = 10_000;
+/// Each client is a task with its own histograms (about 150 KiB each).
+pub const MAX_CLIENTS: usize = 100_000;
+/// The longest run, and the longest a rate may leave between two requests: past it, the
+/// schedule's times stop being times the clock can hold.
+pub const MAX_RUN: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl Params {
     pub fn from_args(a: &Args) -> Result<Self, ParamError> {
-        if a.conns == 0 {
-            return Err(bad("--conns", "must be at least 1"));
+        if a.conns == 0 || a.conns > MAX_CONNS {
+            return Err(bad("--conns", format!("must be between 1 and {MAX_CONNS}")));
         }
-        if a.clients == 0 {
-            return Err(bad("--clients", "must be at least 1"));
+        if a.clients == 0 || a.clients > MAX_CLIENTS {
+            return Err(bad(
+                "--clients",
+                format!("must be between 1 and {MAX_CLIENTS}"),
+            ));
         }
         let stop = match (a.total, a.duration) {
             (Some(0), _) => return Err(bad("--total", "must be at least 1")),
             (Some(n), _) => Stop::Total(n),
-            (None, Some(d)) if d.is_zero() => {
-                return Err(bad("--duration", "must be greater than zero"))
+            (None, Some(d)) if d.is_zero() || d > MAX_RUN => {
+                return Err(bad(
+                    "--duration",
+                    "must be greater than zero and at most 365 days",
+                ))
             }
             (None, Some(d)) => Stop::Duration(d),
             (None, None) => Stop::Total(10_000),
@@ -345,6 +359,12 @@ impl Params {
             return Err(bad(
                 "--rate",
                 format!("{} is not a rate (requests/s, 0 for unlimited)", a.rate),
+            ));
+        }
+        if a.rate > 0.0 && a.rate * MAX_RUN.as_secs_f64() < 1.0 {
+            return Err(bad(
+                "--rate",
+                format!("{} is less than one request in 365 days", a.rate),
             ));
         }
         if a.key_space == 0 {
@@ -426,6 +446,9 @@ impl Params {
             Stop::Total(_) => Duration::ZERO,
             Stop::Duration(_) => Duration::from_secs(1),
         });
+        if warmup > MAX_RUN {
+            return Err(bad("--warmup", "must be at most 365 days"));
+        }
         if let Stop::Duration(d) = stop {
             if warmup >= d {
                 return Err(bad("--warmup", "must be shorter than --duration"));
@@ -456,6 +479,35 @@ impl Params {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    fn params(argv: &str) -> Result<Params, String> {
+        let args = Args::try_parse_from(argv.split_whitespace()).map_err(|e| e.to_string())?;
+        Params::from_args(&args).map_err(|e| e.to_string())
+    }
+
+    /// Values that parse but would overflow the schedule's clock or the memory for the
+    /// clients are refused, naming the flag, instead of panicking in the run.
+    #[test]
+    fn values_past_what_a_run_can_hold_are_refused() {
+        for (argv, flag) in [
+            ("b --rate 1e-300 write", "--rate"),
+            ("b --rate 1e-300 --duration 10s write", "--rate"),
+            ("b --duration 300000000000y write", "--duration"),
+            ("b --warmup 300000000000y write", "--warmup"),
+            ("b --clients 18446744073709551615 write", "--clients"),
+            ("b --conns 1000000000 write", "--conns"),
+        ] {
+            let e = params(argv).expect_err(argv);
+            assert!(e.starts_with(flag), "{argv}: {e}");
+        }
+        for argv in [
+            "b --rate 0.0001 --total 3 write",
+            "b --duration 365days --rate 1 write",
+            "b --clients 100000 --conns 10000 write",
+        ] {
+            params(argv).unwrap_or_else(|e| panic!("{argv}: {e}"));
+        }
+    }
 
     /// Every flag of every workload reads `ETCD_MONITOR_BENCH_<FLAG>`; the etcd connection
     /// flags read the exporter's `ETCD_MONITOR_<FLAG>`.

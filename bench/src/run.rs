@@ -249,7 +249,8 @@ async fn connect_all(params: &Params, etcd: &EtcdConfig) -> Result<Vec<Client>, 
                 reason: common::etcd::error_chain(&e),
             })?;
         // A lazily connecting channel says nothing until asked: ask once.
-        match tokio::time::timeout(etcd.dial_timeout + etcd.command_timeout, c.status()).await {
+        let wait = etcd.dial_timeout.saturating_add(etcd.command_timeout);
+        match tokio::time::timeout(wait, c.status()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 return Err(RunError::Connect {
@@ -443,6 +444,14 @@ async fn watch_task(
     out
 }
 
+/// When request `n` is due at `rate` requests/s from `start`; `None` when that is past
+/// what the clock can hold (a rate of one request in a thousand years, say).
+fn due_at(start: Instant, n: u64, rate: f64) -> Option<Instant> {
+    Duration::try_from_secs_f64(n as f64 / rate)
+        .ok()
+        .and_then(|d| start.checked_add(d))
+}
+
 /// The progress bar on stderr: done/total (or elapsed/duration), rate and ETA.
 fn progress_line(stop: Stop, done: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(1e-3);
@@ -491,7 +500,7 @@ pub async fn run(params: &Params, etcd: &EtcdConfig, progress: bool) -> Result<R
                 &conns,
                 watchers,
                 streams,
-                etcd.dial_timeout + etcd.command_timeout,
+                etcd.dial_timeout.saturating_add(etcd.command_timeout),
             )
             .await?,
         ),
@@ -543,7 +552,7 @@ pub async fn run(params: &Params, etcd: &EtcdConfig, progress: bool) -> Result<R
         _ => None,
     };
     let send_limit = match params.stop {
-        Stop::Duration(d) => Some(start + d + etcd.command_timeout),
+        Stop::Duration(d) => start.checked_add(d.saturating_add(etcd.command_timeout)),
         Stop::Total(_) => None,
     };
     let mut tasks = Vec::with_capacity(params.clients);
@@ -564,9 +573,12 @@ pub async fn run(params: &Params, etcd: &EtcdConfig, progress: bool) -> Result<R
                         break;
                     }
                 }
-                let due = p
-                    .rate
-                    .map(|rate| start + Duration::from_secs_f64(n as f64 / rate));
+                let due = match p.rate.map(|rate| due_at(start, n, rate)) {
+                    None => None,
+                    Some(Some(due)) => Some(due),
+                    // Due past any time the clock can hold: never, for this run.
+                    Some(None) => break,
+                };
                 if let (Some(due), Stop::Duration(d)) = (due, p.stop) {
                     if due >= start + d {
                         break;
@@ -674,8 +686,8 @@ pub async fn run(params: &Params, etcd: &EtcdConfig, progress: bool) -> Result<R
     if let Workload::Watch { watchers, streams } = params.workload {
         // Every successful put reaches every watcher, or the wait runs out.
         let want = puts_ok.load(Ordering::Relaxed) * u64::from(watchers);
-        let deadline = Instant::now() + etcd.command_timeout;
-        while received.load(Ordering::Relaxed) < want && Instant::now() < deadline {
+        let waited = Instant::now();
+        while received.load(Ordering::Relaxed) < want && waited.elapsed() < etcd.command_timeout {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let _ = stop_tx.send(true);
@@ -715,7 +727,8 @@ pub async fn run(params: &Params, etcd: &EtcdConfig, progress: bool) -> Result<R
     }
     let window = all
         .last_end
-        .saturating_duration_since(start + params.warmup)
+        .saturating_duration_since(start)
+        .saturating_sub(params.warmup)
         .as_secs_f64()
         .max(1e-9);
     let mut r = summarize(
@@ -873,6 +886,17 @@ mod tests {
             "{:?}",
             r.histogram
         );
+    }
+
+    #[test]
+    fn a_schedule_past_the_clock_is_never_due() {
+        let start = Instant::now();
+        assert_eq!(
+            due_at(start, 3, 2.0),
+            Some(start + Duration::from_millis(1500))
+        );
+        assert_eq!(due_at(start, 1, 1e-300), None);
+        assert_eq!(due_at(start, u64::MAX, 1e-9), None);
     }
 
     #[test]
