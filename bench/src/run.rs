@@ -486,222 +486,269 @@ fn progress_line(stop: Stop, done: u64, elapsed: Duration) -> String {
     )
 }
 
-/// Runs the benchmark described by `params` against the cluster of `etcd`; with
-/// `progress`, a progress bar is drawn on stderr (a terminal) and cleared at the end.
-pub async fn run(params: &Params, etcd: &EtcdConfig, progress: bool) -> Result<Report, RunError> {
-    let conns = connect_all(params, etcd).await?;
-    if let Workload::Read { fill: true, .. } = params.workload {
-        fill(params, &conns).await?;
+/// What the clients of one run share.
+struct Shared {
+    params: Params,
+    start: Instant,
+    /// Requests taken by a client so far: the next one's index.
+    issued: AtomicU64,
+    /// Requests finished, warm-up included (for the progress bar).
+    done: AtomicU64,
+    /// Successful puts of the watch workload, warm-up included (every one makes events).
+    puts_ok: AtomicU64,
+    /// The value of every put but the watch workload's.
+    value: Vec<u8>,
+    /// With `--duration`: the latest a late request may still be sent.
+    send_limit: Option<Instant>,
+    /// With `--rate` and `--duration`: the requests due before the end.
+    due_total: Option<u64>,
+}
+
+/// What a client does next.
+enum Next {
+    /// Send request `n` (due at `due` with a rate).
+    Send { n: u64, due: Option<Instant> },
+    /// The run is over.
+    Stop,
+    /// The send limit has passed: `unsent` requests were due and will not be sent.
+    Unsent(u64),
+}
+
+impl Shared {
+    fn new(params: &Params, start: Instant, command_timeout: Duration) -> Self {
+        let due_total = match (params.stop, params.rate) {
+            (Stop::Duration(d), Some(r)) => Some((d.as_secs_f64() * r).ceil() as u64),
+            _ => None,
+        };
+        let send_limit = match params.stop {
+            Stop::Duration(d) => start.checked_add(d.saturating_add(command_timeout)),
+            Stop::Total(_) => None,
+        };
+        Shared {
+            params: params.clone(),
+            start,
+            issued: AtomicU64::new(0),
+            done: AtomicU64::new(0),
+            puts_ok: AtomicU64::new(0),
+            value: vec![b'x'; params.val_size],
+            send_limit,
+            due_total,
+        }
     }
-    let watch_streams = match params.workload {
-        Workload::Watch { watchers, streams } => Some(
-            open_watchers(
-                params,
-                &conns,
-                watchers,
-                streams,
-                etcd.dial_timeout.saturating_add(etcd.command_timeout),
-            )
-            .await?,
-        ),
-        _ => None,
-    };
-    let started_at = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let start = Instant::now();
-    let rated = params.rate.is_some();
-    let received = Arc::new(AtomicU64::new(0));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let watch_tasks: Vec<_> = watch_streams
-        .into_iter()
-        .flatten()
-        .map(|(tx, rx)| {
-            tokio::spawn(watch_task(
-                rx,
-                tx,
-                stop_rx.clone(),
-                received.clone(),
-                start,
-                params.warmup,
-                rated,
-            ))
-        })
-        .collect();
-    let issued = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicU64::new(0));
-    // Successful puts of the watch workload, warm-up included (every one makes events).
-    let puts_ok = Arc::new(AtomicU64::new(0));
-    let value = Arc::new(vec![b'x'; params.val_size]);
-    let progress_task = progress.then(|| {
-        let done = done.clone();
-        let stop = params.stop;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let line = progress_line(stop, done.load(Ordering::Relaxed), start.elapsed());
-                eprint!("{line}");
+
+    /// Takes the next request and, with a rate, waits until it is due.
+    async fn next(&self) -> Next {
+        let p = &self.params;
+        let n = self.issued.fetch_add(1, Ordering::Relaxed);
+        if let Stop::Total(t) = p.stop {
+            if n >= t {
+                return Next::Stop;
             }
-        })
-    });
-    // With a rate and a duration: the requests due before the end, and the latest a late
-    // one may still be sent.
-    let due_total = match (params.stop, params.rate) {
-        (Stop::Duration(d), Some(r)) => Some((d.as_secs_f64() * r).ceil() as u64),
-        _ => None,
+        }
+        let due = match p.rate.map(|rate| due_at(self.start, n, rate)) {
+            None => None,
+            Some(Some(due)) => Some(due),
+            // Due past any time the clock can hold: never, for this run.
+            Some(None) => return Next::Stop,
+        };
+        if let (Some(due), Stop::Duration(d)) = (due, p.stop) {
+            if due.saturating_duration_since(self.start) >= d {
+                return Next::Stop;
+            }
+        }
+        if let Some(due) = due {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        if let Stop::Duration(d) = p.stop {
+            if due.is_none() && self.start.elapsed() >= d {
+                return Next::Stop;
+            }
+            if self.send_limit.is_some_and(|l| Instant::now() >= l) {
+                // This one and every request due after it that no client took yet.
+                let due_total = self.due_total.unwrap_or(0);
+                let taken = self.issued.fetch_max(due_total, Ordering::Relaxed);
+                return Next::Unsent(1 + due_total.saturating_sub(taken));
+            }
+        }
+        Next::Send { n, due }
+    }
+}
+
+/// `k` distinct indices below `n` into `out`, in `k` draws (Floyd's sampling).
+fn pick_distinct(out: &mut Vec<u64>, k: u64, n: u64) {
+    out.clear();
+    for j in n.saturating_sub(k)..n {
+        let t = fastrand::u64(0..=j);
+        out.push(if out.contains(&t) { j } else { t });
+    }
+}
+
+/// Sends request `n` of the workload (a read when `read`): when it was sent, and how it
+/// went. Keys and transactions are made before the clock starts.
+async fn send(
+    c: &mut Client,
+    sh: &Shared,
+    n: u64,
+    due: Option<Instant>,
+    read: bool,
+    picked: &mut Vec<u64>,
+) -> (Instant, Result<(), etcd_client::Error>) {
+    let p = &sh.params;
+    let key = || match &p.workload {
+        Workload::Write {
+            sequential_keys: true,
+        } => p.key(n % p.key_space),
+        _ => p.key(fastrand::u64(0..p.key_space)),
     };
-    let send_limit = match params.stop {
-        Stop::Duration(d) => start.checked_add(d.saturating_add(etcd.command_timeout)),
-        Stop::Total(_) => None,
-    };
-    let mut tasks = Vec::with_capacity(params.clients);
-    for i in 0..params.clients {
-        let mut c = conns[i % conns.len()].clone();
-        let p = params.clone();
-        let issued = issued.clone();
-        let done = done.clone();
-        let puts_ok = puts_ok.clone();
-        let value = value.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut st = Stats::new(p.rate.is_some(), start);
-            let mut picked: Vec<u64> = Vec::new();
-            loop {
-                let n = issued.fetch_add(1, Ordering::Relaxed);
-                if let Stop::Total(t) = p.stop {
-                    if n >= t {
-                        break;
-                    }
+    match &p.workload {
+        Workload::Read { consistency, .. } | Workload::Mixed { consistency, .. } if read => {
+            let opts = (*consistency == Consistency::Serializable)
+                .then(|| GetOptions::new().with_serializable());
+            let key = key();
+            let t0 = Instant::now();
+            (t0, c.get(key, opts).await.map(|_| ()))
+        }
+        Workload::Txn { ops_per_txn } => {
+            pick_distinct(picked, u64::from(*ops_per_txn), p.key_space);
+            let ops: Vec<TxnOp> = picked
+                .iter()
+                .map(|k| TxnOp::put(p.key(*k), sh.value.as_slice(), None))
+                .collect();
+            let t0 = Instant::now();
+            (t0, c.txn(Txn::new().and_then(ops)).await.map(|_| ()))
+        }
+        Workload::Watch { .. } => {
+            let key = key();
+            let t0 = Instant::now();
+            let ns = |t: Instant| t.duration_since(sh.start).as_nanos() as u64;
+            let v = watch_value(ns(due.unwrap_or(t0)), ns(t0), p.val_size);
+            let r = c.put(key, v, None).await.map(|_| ());
+            if r.is_ok() {
+                sh.puts_ok.fetch_add(1, Ordering::Relaxed);
+            }
+            (t0, r)
+        }
+        _ => {
+            let key = key();
+            let t0 = Instant::now();
+            (t0, c.put(key, sh.value.as_slice(), None).await.map(|_| ()))
+        }
+    }
+}
+
+/// One client: sends requests until the run is over and records what it saw.
+async fn client(mut c: Client, sh: Arc<Shared>) -> Stats {
+    let p = &sh.params;
+    let mut st = Stats::new(p.rate.is_some(), sh.start);
+    let mut picked = Vec::new();
+    loop {
+        let (n, due) = match sh.next().await {
+            Next::Send { n, due } => (n, due),
+            Next::Stop => break,
+            Next::Unsent(unsent) => {
+                *st.errors.entry(UNSENT.into()).or_default() += unsent;
+                match p.workload {
+                    Workload::Read { .. } => st.reads.errors += unsent,
+                    _ => st.writes.errors += unsent,
                 }
-                let due = match p.rate.map(|rate| due_at(start, n, rate)) {
-                    None => None,
-                    Some(Some(due)) => Some(due),
-                    // Due past any time the clock can hold: never, for this run.
-                    Some(None) => break,
-                };
-                if let (Some(due), Stop::Duration(d)) = (due, p.stop) {
-                    if due >= start + d {
-                        break;
-                    }
-                }
-                if let Some(due) = due {
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                if let Stop::Duration(d) = p.stop {
-                    if due.is_none() && start.elapsed() >= d {
-                        break;
-                    }
-                    if send_limit.is_some_and(|l| Instant::now() >= l) {
-                        // This one and every request due after it that no client took yet.
-                        let taken = issued.fetch_max(due_total.unwrap_or(0), Ordering::Relaxed);
-                        let unsent = 1 + due_total.unwrap_or(0).saturating_sub(taken);
-                        *st.errors.entry(UNSENT.into()).or_default() += unsent;
-                        match p.workload {
-                            Workload::Read { .. } => st.reads.errors += unsent,
-                            _ => st.writes.errors += unsent,
-                        }
-                        break;
-                    }
-                }
-                let read = match &p.workload {
-                    Workload::Read { .. } => true,
-                    Workload::Mixed { read_ratio, .. } => fastrand::f64() < *read_ratio,
-                    _ => false,
-                };
-                let key_index = |n: u64| match &p.workload {
-                    Workload::Write {
-                        sequential_keys: true,
-                    } => n % p.key_space,
-                    _ => fastrand::u64(0..p.key_space),
-                };
-                let t0 = Instant::now();
-                let res = match &p.workload {
-                    Workload::Read { consistency, .. } | Workload::Mixed { consistency, .. }
-                        if read =>
-                    {
-                        let opts = (*consistency == Consistency::Serializable)
-                            .then(|| GetOptions::new().with_serializable());
-                        c.get(p.key(key_index(n)), opts).await.map(|_| ())
-                    }
-                    Workload::Txn { ops_per_txn } => {
-                        picked.clear();
-                        while picked.len() < *ops_per_txn as usize {
-                            let k = fastrand::u64(0..p.key_space);
-                            if !picked.contains(&k) {
-                                picked.push(k);
-                            }
-                        }
-                        let ops: Vec<TxnOp> = picked
-                            .iter()
-                            .map(|k| TxnOp::put(p.key(*k), value.as_slice(), None))
-                            .collect();
-                        c.txn(Txn::new().and_then(ops)).await.map(|_| ())
-                    }
-                    Workload::Watch { .. } => {
-                        let ns = |t: Instant| t.duration_since(start).as_nanos() as u64;
-                        let v = watch_value(ns(due.unwrap_or(t0)), ns(t0), p.val_size);
-                        let r = c.put(p.key(key_index(n)), v, None).await.map(|_| ());
-                        if r.is_ok() {
-                            puts_ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        r
-                    }
-                    _ => c
-                        .put(p.key(key_index(n)), value.as_slice(), None)
-                        .await
-                        .map(|_| ()),
-                };
-                let end = Instant::now();
-                done.fetch_add(1, Ordering::Relaxed);
-                if due.unwrap_or(t0).duration_since(start) < p.warmup {
-                    continue;
-                }
-                st.last_end = st.last_end.max(end);
-                let counts = if read { &mut st.reads } else { &mut st.writes };
-                match res {
-                    Ok(()) => {
-                        counts.ok += 1;
-                        // Watch latencies are the watchers' to record.
-                        if !matches!(p.workload, Workload::Watch { .. }) {
-                            st.record(due, t0, end);
-                        }
-                    }
-                    Err(e) => {
-                        counts.errors += 1;
-                        *st.errors.entry(error_kind(&e)).or_default() += 1;
-                    }
+                break;
+            }
+        };
+        let read = match &p.workload {
+            Workload::Read { .. } => true,
+            Workload::Mixed { read_ratio, .. } => fastrand::f64() < *read_ratio,
+            _ => false,
+        };
+        let (t0, res) = send(&mut c, &sh, n, due, read, &mut picked).await;
+        let end = Instant::now();
+        sh.done.fetch_add(1, Ordering::Relaxed);
+        if due.unwrap_or(t0).duration_since(sh.start) < p.warmup {
+            continue;
+        }
+        st.last_end = st.last_end.max(end);
+        let counts = if read { &mut st.reads } else { &mut st.writes };
+        match res {
+            Ok(()) => {
+                counts.ok += 1;
+                // Watch latencies are the watchers' to record.
+                if !matches!(p.workload, Workload::Watch { .. }) {
+                    st.record(due, t0, end);
                 }
             }
-            st
-        }));
+            Err(e) => {
+                counts.errors += 1;
+                *st.errors.entry(error_kind(&e)).or_default() += 1;
+            }
+        }
     }
-    let mut all = Stats::new(rated, start);
-    for t in tasks {
-        let st = t
-            .await
-            .map_err(|e| RunError::Internal(format!("a client failed: {e}")))?;
-        all.merge(st)?;
+    st
+}
+
+/// The watch workload's streams, each drained by a [`watch_task`].
+struct Watchers {
+    tasks: Vec<tokio::task::JoinHandle<WatchOut>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Events of the run's puts, warm-up included.
+    received: Arc<AtomicU64>,
+}
+
+impl Watchers {
+    fn spawn(
+        streams: Vec<(etcd_client::WatchRequestSender, WatchResponseStream)>,
+        start: Instant,
+        warmup: Duration,
+        rated: bool,
+    ) -> Self {
+        let received = Arc::new(AtomicU64::new(0));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks = streams
+            .into_iter()
+            .map(|(tx, rx)| {
+                tokio::spawn(watch_task(
+                    rx,
+                    tx,
+                    stop_rx.clone(),
+                    received.clone(),
+                    start,
+                    warmup,
+                    rated,
+                ))
+            })
+            .collect();
+        Watchers {
+            tasks,
+            stop,
+            received,
+        }
     }
-    let mut watch = None;
-    if let Workload::Watch { watchers, streams } = params.workload {
-        // Every successful put reaches every watcher, or the wait runs out.
-        let want = puts_ok.load(Ordering::Relaxed) * u64::from(watchers);
+
+    /// Waits until each of the `puts_ok` successful puts (warm-up included) has reached
+    /// each of the `watchers`, or `wait` has passed; then stops the watchers and puts their
+    /// figures in `all`: the events' latencies replace the clients' (empty) ones, and the
+    /// events that never came are errors.
+    async fn finish(
+        self,
+        all: &mut Stats,
+        puts_ok: u64,
+        (watchers, streams): (u32, u32),
+        wait: Duration,
+    ) -> Result<WatchCounts, RunError> {
+        let want = puts_ok.saturating_mul(u64::from(watchers));
         let waited = Instant::now();
-        while received.load(Ordering::Relaxed) < want && waited.elapsed() < etcd.command_timeout {
+        while self.received.load(Ordering::Relaxed) < want && waited.elapsed() < wait {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let _ = stop_tx.send(true);
+        let _ = self.stop.send(true);
         let mut measured = 0;
-        // Events are latencies: the watchers' histograms replace the (empty) clients' ones.
-        let mut events = Stats::new(rated, start);
-        for t in watch_tasks {
+        let mut events = Stats::new(all.service.is_some(), waited);
+        for t in self.tasks {
             let out = t
                 .await
                 .map_err(|e| RunError::Internal(format!("a watcher failed: {e}")))?;
             measured += out.measured;
             events.merge(out.stats)?;
         }
-        let expected = all.writes.ok * u64::from(watchers);
+        let expected = all.writes.ok.saturating_mul(u64::from(watchers));
         let missing = expected.saturating_sub(measured);
         all.hist = events.hist;
         all.service = events.service;
@@ -711,19 +758,97 @@ pub async fn run(params: &Params, etcd: &EtcdConfig, progress: bool) -> Result<R
         if missing > 0 {
             *all.errors.entry(MISSING.into()).or_default() += missing;
         }
-        watch = Some(WatchCounts {
+        Ok(WatchCounts {
             watchers,
             streams,
             expected_events: expected,
             received_events: measured,
             missing_events: missing,
-        });
+        })
     }
-    if let Some(t) = progress_task {
-        // `abort` only asks: awaiting the task makes sure no bar is drawn after the clear.
-        t.abort();
-        let _ = t.await;
-        eprint!("\r\x1b[K");
+}
+
+/// The progress bar, redrawn on stderr every 200 ms until cleared (or dropped).
+struct Progress(Option<tokio::task::JoinHandle<()>>);
+
+impl Progress {
+    fn start(sh: Arc<Shared>) -> Self {
+        Progress(Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let done = sh.done.load(Ordering::Relaxed);
+                eprint!(
+                    "{}",
+                    progress_line(sh.params.stop, done, sh.start.elapsed())
+                );
+            }
+        })))
+    }
+
+    async fn clear(mut self) {
+        if let Some(t) = self.0.take() {
+            // `abort` only asks: awaiting the task makes sure no bar is drawn after the clear.
+            t.abort();
+            let _ = t.await;
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Runs the benchmark described by `params` against the cluster of `etcd`; with
+/// `progress`, a progress bar is drawn on stderr (a terminal) and cleared at the end.
+pub async fn run(params: &Params, etcd: &EtcdConfig, progress: bool) -> Result<Report, RunError> {
+    let conns = connect_all(params, etcd).await?;
+    if let Workload::Read { fill: true, .. } = params.workload {
+        fill(params, &conns).await?;
+    }
+    let watch_streams = match params.workload {
+        Workload::Watch { watchers, streams } => {
+            let wait = etcd.dial_timeout.saturating_add(etcd.command_timeout);
+            Some(open_watchers(params, &conns, watchers, streams, wait).await?)
+        }
+        _ => None,
+    };
+    let started_at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let start = Instant::now();
+    let rated = params.rate.is_some();
+    let watchers = watch_streams.map(|s| Watchers::spawn(s, start, params.warmup, rated));
+    let sh = Arc::new(Shared::new(params, start, etcd.command_timeout));
+    let progress = progress.then(|| Progress::start(sh.clone()));
+    let tasks: Vec<_> = (0..params.clients)
+        .map(|i| tokio::spawn(client(conns[i % conns.len()].clone(), sh.clone())))
+        .collect();
+    let mut all = Stats::new(rated, start);
+    for t in tasks {
+        let st = t
+            .await
+            .map_err(|e| RunError::Internal(format!("a client failed: {e}")))?;
+        all.merge(st)?;
+    }
+    let watch = match (watchers, &params.workload) {
+        (Some(w), Workload::Watch { watchers, streams }) => {
+            let puts_ok = sh.puts_ok.load(Ordering::Relaxed);
+            let counts = (*watchers, *streams);
+            Some(
+                w.finish(&mut all, puts_ok, counts, etcd.command_timeout)
+                    .await?,
+            )
+        }
+        _ => None,
+    };
+    if let Some(p) = progress {
+        p.clear().await;
     }
     let window = all
         .last_end
@@ -897,6 +1022,21 @@ mod tests {
         );
         assert_eq!(due_at(start, 1, 1e-300), None);
         assert_eq!(due_at(start, u64::MAX, 1e-9), None);
+    }
+
+    #[test]
+    fn txn_keys_are_distinct() {
+        let mut picked = Vec::new();
+        for (k, n) in [(5, 300), (4, 4), (1, 1), (128, 1000)] {
+            for _ in 0..200 {
+                pick_distinct(&mut picked, k, n);
+                let mut sorted = picked.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                assert_eq!(sorted.len() as u64, k, "{picked:?}");
+                assert!(picked.iter().all(|i| *i < n), "{picked:?}");
+            }
+        }
     }
 
     #[test]
