@@ -14,7 +14,8 @@ pub const BAD_INPUT: u8 = 2;
 pub const PUSH_FAILED: u8 = 3;
 
 fn parse_labels(raw: &[String]) -> Result<Vec<(String, String)>, String> {
-    raw.iter()
+    let labels = raw
+        .iter()
         .map(|l| {
             let (k, v) = l
                 .split_once('=')
@@ -34,7 +35,14 @@ fn parse_labels(raw: &[String]) -> Result<Vec<(String, String)>, String> {
             }
             Ok((k.to_owned(), v.to_owned()))
         })
-        .collect()
+        .collect::<Result<Vec<_>, String>>()?;
+    // The Pushgateway refuses a group with a label twice, after the run.
+    for (i, (k, _)) in labels.iter().enumerate() {
+        if labels[..i].iter().any(|(seen, _)| seen == k) {
+            return Err(format!("--label: {k:?} is given twice"));
+        }
+    }
+    Ok(labels)
 }
 
 /// Runs the command line `argv` (program name first) with the report on stdout and
@@ -87,6 +95,10 @@ where
             return BAD_INPUT;
         }
     };
+    if args.job.is_empty() {
+        let _ = writeln!(err, "etcd-monitor-bench: --job: must not be empty");
+        return BAD_INPUT;
+    }
     if let Some(pg) = &args.pushgateway {
         if reqwest::Url::parse(pg).is_err() {
             let _ = writeln!(
