@@ -8,6 +8,7 @@ use clap::Parser;
 use common::etcd::EtcdConfig;
 
 use crate::params::{Args, Output, Params};
+use crate::run::Report;
 
 pub const THRESHOLD_MISSED: u8 = 1;
 pub const BAD_INPUT: u8 = 2;
@@ -134,25 +135,7 @@ where
                 return BAD_INPUT;
             }
         };
-        let mut missed = Vec::new();
-        if let Some(max) = args.max_p99 {
-            let p99 = Duration::from_secs_f64(report.p99());
-            if report.ok() == 0 || p99 > max {
-                missed.push(format!(
-                    "threshold missed: p99 {} > --max-p99 {}",
-                    humantime::format_duration(round_us(p99)),
-                    humantime::format_duration(max)
-                ));
-            }
-        }
-        if let Some(min) = args.min_throughput {
-            if report.throughput < min {
-                missed.push(format!(
-                    "threshold missed: throughput {:.1} requests/s < --min-throughput {min}",
-                    report.throughput
-                ));
-            }
-        }
+        let missed = missed_thresholds(&report, args.max_p99, args.min_throughput);
         match args.output {
             Output::Text => {
                 let _ = write!(out, "{}", crate::report::text(&report));
@@ -185,6 +168,99 @@ where
     code
 }
 
+/// The thresholds `report` missed, one line each. A run without a latency (no request
+/// succeeded, or no watch event came) misses `--max-p99`.
+fn missed_thresholds(
+    report: &Report,
+    max_p99: Option<Duration>,
+    min_throughput: Option<f64>,
+) -> Vec<String> {
+    let mut missed = Vec::new();
+    if let Some(max) = max_p99 {
+        if report.hist.is_empty() {
+            missed.push(format!(
+                "threshold missed: no latency measured for --max-p99 {}",
+                humantime::format_duration(max)
+            ));
+        } else {
+            let p99 = Duration::from_secs_f64(report.p99());
+            if p99 > max {
+                missed.push(format!(
+                    "threshold missed: p99 {} > --max-p99 {}",
+                    humantime::format_duration(round_us(p99)),
+                    humantime::format_duration(max)
+                ));
+            }
+        }
+    }
+    if let Some(min) = min_throughput {
+        if report.throughput < min {
+            missed.push(format!(
+                "threshold missed: throughput {:.1} requests/s < --min-throughput {min}",
+                report.throughput
+            ));
+        }
+    }
+    missed
+}
+
 fn round_us(d: Duration) -> Duration {
     Duration::from_micros(d.as_micros() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{Stop, Workload};
+    use crate::run::{summarize, OpCounts};
+
+    fn report(latencies_ns: &[u64], writes_ok: u64) -> Report {
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
+            .expect("bounds");
+        for ns in latencies_ns {
+            h.record(*ns).expect("record");
+        }
+        let params = Params {
+            workload: Workload::Watch {
+                watchers: 2,
+                streams: 1,
+            },
+            conns: 1,
+            clients: 1,
+            stop: Stop::Total(writes_ok),
+            rate: None,
+            key_size: 8,
+            val_size: 8,
+            key_space: 1000,
+            prefix: String::new(),
+            warmup: Duration::ZERO,
+        };
+        let writes = OpCounts {
+            ok: writes_ok,
+            errors: 0,
+        };
+        summarize(
+            params,
+            0.0,
+            1.0,
+            h,
+            OpCounts::default(),
+            writes,
+            Default::default(),
+        )
+    }
+
+    /// Puts that all succeeded while no watch event came leave no latency: that cannot
+    /// meet a --max-p99 (it read as a p99 of 0).
+    #[test]
+    fn no_latency_misses_max_p99() {
+        let max = Some(Duration::from_millis(50));
+        let missed = missed_thresholds(&report(&[], 100), max, None);
+        assert_eq!(missed.len(), 1, "{missed:?}");
+        assert!(missed[0].contains("--max-p99 50ms"), "{missed:?}");
+        assert!(missed_thresholds(&report(&[1_000_000; 10], 10), max, None).is_empty());
+        let slow = missed_thresholds(&report(&[90_000_000; 10], 10), max, Some(5.0));
+        assert_eq!(slow.len(), 1, "{slow:?}");
+        assert!(slow[0].contains("p99 90"), "{slow:?}");
+    }
 }
