@@ -468,7 +468,7 @@ async fn each_workload_goes_to_a_real_pushgateway_and_the_dashboard_shows_it() {
     let pg = format!("http://127.0.0.1:{port}");
 
     // The body as pushed passes promtool's lint: types, units, no quantile on a gauge.
-    {
+    let mut watch_report = {
         use clap::Parser as _;
         let args = bench::Args::try_parse_from(
             format!(
@@ -494,7 +494,14 @@ async fn each_workload_goes_to_a_real_pushgateway_and_the_dashboard_shows_it() {
             body.contains("# TYPE etcd_bench_request_duration_seconds histogram"),
             "{body}"
         );
-    }
+        report
+    };
+    // The same watch run, as if 7 events had not come, to a job of its own: the dashboard's
+    // error count must show them though no request failed.
+    watch_report.errors.insert("watch events missing".into(), 7);
+    bench::push::push(&pg, "ci-missing", &[], &watch_report, true)
+        .await
+        .expect("push");
 
     let push = format!("--pushgateway {pg} --job ci --label branch=feat/x --label run=1");
     let runs = [
@@ -609,7 +616,7 @@ async fn each_workload_goes_to_a_real_pushgateway_and_the_dashboard_shows_it() {
             .flat_map(|f| &f.samples)
             .filter(|s| {
                 s.name == "etcd_bench_request_duration_seconds_bucket"
-                    && s.label("workload") == Some(workload)
+                    && group.iter().all(|(k, v)| s.label(k) == Some(v))
             })
             .map(|s| s.value)
             .collect();
@@ -683,7 +690,9 @@ async fn each_workload_goes_to_a_real_pushgateway_and_the_dashboard_shows_it() {
         // when there were errors.
         let only: &[&str] = if expr.contains("service_time") {
             &["write"]
-        } else if expr.contains("etcd_bench_errors_total") {
+        } else if expr.contains("etcd_bench_errors_total")
+            && !expr.contains("etcd_bench_requests_total")
+        {
             continue;
         } else {
             &["write", "read", "mixed", "txn", "watch"]
@@ -704,6 +713,26 @@ async fn each_workload_goes_to_a_real_pushgateway_and_the_dashboard_shows_it() {
         .await;
         assert!(!seen.is_empty());
     }
+    // The error count panel counts every error kind: the watch run's missing events too.
+    let errors_expr = dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["title"] == "Errors")
+        .and_then(|p| p["targets"][0]["expr"].as_str())
+        .expect("an Errors panel")
+        .replace("$job", "ci-missing")
+        .replace("$workload", "watch");
+    tests::wait_for(
+        &format!("{errors_expr} counts 7 missing events"),
+        Duration::from_secs(30),
+        || async {
+            let got = prom.query(&errors_expr).await;
+            let v = got.first()?["value"][1].as_str()?.parse::<f64>().ok()?;
+            (v == 7.0).then_some(())
+        },
+    )
+    .await;
 
     // A rerun of one workload with the same job and labels replaces that workload only.
     let (code, _, err) = bench(&args(
