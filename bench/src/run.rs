@@ -777,10 +777,7 @@ impl Progress {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let done = sh.done.load(Ordering::Relaxed);
-                eprint!(
-                    "{}",
-                    progress_line(sh.params.stop, done, sh.start.elapsed())
-                );
+                draw(&progress_line(sh.params.stop, done, sh.start.elapsed()));
             }
         })))
     }
@@ -790,9 +787,15 @@ impl Progress {
             // `abort` only asks: awaiting the task makes sure no bar is drawn after the clear.
             t.abort();
             let _ = t.await;
-            eprint!("\r\x1b[K");
+            draw("\r\x1b[K");
         }
     }
+}
+
+/// Writes to stderr; a terminal gone is no reason to stop the run (`eprint!` would panic).
+fn draw(s: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().write_all(s.as_bytes());
 }
 
 impl Drop for Progress {
