@@ -7,6 +7,7 @@ pub mod etcd;
 pub mod http;
 pub mod insecure;
 pub mod process;
+pub mod remote;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;

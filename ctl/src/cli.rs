@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use common::etcd::{EtcdArgs, EtcdConfig};
 
+use crate::agents;
 use crate::cluster::{self, ClusterView};
 use crate::defrag::{self, DefragError};
 use crate::ops::{self, OpError};
@@ -147,6 +148,20 @@ pub struct DefragArgs {
     /// `dbQuotaUsage > 0.8 || dbSizeFree > 200MiB`.
     #[arg(long = "if", value_name = "RULE", value_parser = parse_rule)]
     pub rule: Option<Rule>,
+    /// A member's etcd-monitor-agent (`MEMBER=URL`, or `URL` for the member it names):
+    /// a member whose data dir's filesystem has less free than its database's size is
+    /// refused. Repeat or separate with commas; members without one are not checked.
+    #[arg(
+        long = "agent",
+        env = "ETCD_MONITOR_AGENTS",
+        value_delimiter = ',',
+        value_name = "URL",
+        value_parser = common::remote::parse_target
+    )]
+    pub agents: Vec<common::remote::AgentTarget>,
+    /// File holding the bearer token the agents want (their --auth-token-file).
+    #[arg(long, env = "ETCD_MONITOR_MONITOR_TOKEN_FILE", value_name = "FILE")]
+    pub monitor_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -687,11 +702,21 @@ async fn lease(ctx: &Ctx, cmd: LeaseCmd, out: &mut dyn Write) -> Result<u8, CliE
 }
 
 async fn defrag(ctx: &Ctx, args: DefragArgs, out: &mut dyn Write) -> Result<u8, CliError> {
+    let free_disk = if args.agents.is_empty() {
+        Default::default()
+    } else {
+        let http =
+            agents::client(args.monitor_token_file.as_deref()).map_err(CliError::BadInput)?;
+        agents::free_disk(&http, &args.agents, Duration::from_secs(5))
+            .await
+            .map_err(OpError::Agent)?
+    };
     let opts = defrag::Options {
         rolling: args.rolling,
         dry_run: args.dry_run,
         rule: args.rule,
         force: ctx.force,
+        free_disk,
         ..defrag::Options::default()
     };
     let result = defrag::run(&ctx.cfg, &opts).await;

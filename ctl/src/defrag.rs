@@ -24,11 +24,11 @@
 //! follower, goes last. The maintenance marker is held throughout so the exporter and the
 //! rules know the leader change and the busy members are planned.
 //!
-//! What ctl cannot check: a member's free disk (it would need a copy of its DB to
-//! defragment). ctl cannot see members' disks, so the check runs only when the facts carry
-//! it ([`PlanMember::free_disk`], filled by callers that have the agent's numbers), and the
-//! report says when it was skipped.
+//! A member's free disk must hold a copy of its DB to defragment. ctl cannot see members'
+//! disks, their agents can: the check runs for the members in [`Options::free_disk`]
+//! (ctl's `--agent`, the exporter's agents), and the report names those it skipped.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -56,6 +56,10 @@ pub struct Options {
     pub force: bool,
     /// How long one member's defragment, catch-up or the leader transfer may take.
     pub member_timeout: Duration,
+    /// Free bytes on each member's data-dir filesystem, by member name (from its agent):
+    /// a member with less than its database's size free is refused. Members not in it
+    /// are not checked, and the report says so.
+    pub free_disk: BTreeMap<String, u64>,
 }
 
 impl Default for Options {
@@ -66,6 +70,7 @@ impl Default for Options {
             rule: None,
             force: false,
             member_timeout: Duration::from_secs(300),
+            free_disk: BTreeMap::new(),
         }
     }
 }
@@ -243,10 +248,16 @@ pub fn plan(members: &[PlanMember], rule: Option<&Rule>, mode: Mode) -> Result<P
         }
         selected.push(m);
     }
-    if !selected.is_empty() && selected.iter().any(|m| m.free_disk.is_none()) {
-        out.notes.push(
-            "free disk not checked: ctl cannot see the members' disks (the agent can); a defragment needs room for a copy of the database".into(),
-        );
+    let unchecked: Vec<&str> = selected
+        .iter()
+        .filter(|m| m.free_disk.is_none())
+        .map(|m| m.name.as_str())
+        .collect();
+    if !unchecked.is_empty() {
+        out.notes.push(format!(
+            "free disk not checked for {}: no agent's figures (--agent MEMBER=URL); a defragment needs room for a copy of the database",
+            unchecked.join(", ")
+        ));
     }
     if mode == Mode::AtOnce {
         if !selected.is_empty() {
@@ -607,7 +618,11 @@ pub async fn run(cfg: &EtcdConfig, opts: &Options) -> Result<Report, DefragError
     } else {
         Mode::AtOnce
     };
-    let plan = plan(&plan_input(&view), opts.rule.as_ref(), mode)?;
+    let mut members = plan_input(&view);
+    for m in &mut members {
+        m.free_disk = opts.free_disk.get(&m.name).copied();
+    }
+    let plan = plan(&members, opts.rule.as_ref(), mode)?;
     let mut report = Report::new(Operation::Defrag, plan, opts.dry_run, opts.rule.as_ref());
     for p in found {
         report.notes.push(format!("forced despite: {p}"));

@@ -25,6 +25,9 @@ pub enum OpError {
     NoSuchMember(String),
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
+    /// The agents could not tell the members' free disk.
+    #[error("{0} (without --agent the free disk is not checked)")]
+    Agent(String),
 }
 
 /// Maps an etcd error for operation `what`.

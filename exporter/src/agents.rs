@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::scrape::redacted;
+pub use common::remote::{parse_target, AgentTarget};
 
 /// Largest snapshot accepted from an agent.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -19,53 +19,6 @@ pub const MAX_BODY: usize = 1024 * 1024;
 /// The longest agent interval accepted from a snapshot: a day. An agent collects every
 /// few seconds; a longer one would make its snapshots never stale.
 pub const MAX_INTERVAL_MS: u64 = 24 * 60 * 60 * 1000;
-
-/// One `--agent` flag: a URL, optionally pinned to a member (`NAME=URL`).
-///
-/// The URL may carry basic-auth credentials (`https://user:password@host:9101`); `url`
-/// keeps them and is only for requests (reqwest sends them as an `Authorization`
-/// header). Everything shown, a metric label, the API, an error, a log, uses `display`:
-/// the same URL with the user and the password each replaced by `***`
-/// (`https://***:***@host:9101`); without credentials the two are the same.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentTarget {
-    pub member: Option<String>,
-    /// For requests only: may hold a password.
-    pub url: String,
-    /// For labels, the API, errors and logs.
-    pub display: String,
-}
-
-/// Parses `URL` or `NAME=URL`. Errors show the URL without its credentials.
-pub fn parse_target(raw: &str) -> Result<AgentTarget, String> {
-    let raw = raw.trim();
-    let (member, url) = match raw.split_once('=') {
-        Some((m, u)) if !m.contains("://") => (Some(m.trim().to_owned()), u.trim()),
-        _ => (None, raw),
-    };
-    if member.as_deref() == Some("") {
-        return Err(format!(
-            "invalid agent {:?}: empty member name before '='",
-            redacted(raw)
-        ));
-    }
-    let shown = redacted(url);
-    let parsed = url::Url::parse(url).map_err(|e| format!("invalid agent URL {shown:?}: {e}"))?;
-    if parsed.scheme() != "http" && parsed.scheme() != "https" {
-        return Err(format!(
-            "invalid agent URL {shown:?}: scheme must be http or https"
-        ));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(format!("invalid agent URL {shown:?}: no host"));
-    }
-    let url = url.trim_end_matches('/').to_owned();
-    Ok(AgentTarget {
-        member,
-        display: redacted(&url),
-        url,
-    })
-}
 
 #[derive(Debug, Clone, Default, Deserialize)]
 struct ProcessView {

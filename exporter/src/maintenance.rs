@@ -397,8 +397,12 @@ pub async fn start(
     }
     let running = m.clone();
     let audit_entry = entry;
+    let free_disk = s
+        .select(target.cluster.as_deref())
+        .map(|snap| free_disk(&snap))
+        .unwrap_or_default();
     tokio::spawn(async move {
-        let outcome = run(op, &target.etcd, &params, rule, snapshot_file).await;
+        let outcome = run(op, &target.etcd, &params, rule, snapshot_file, free_disk).await;
         finish(&running, id, audit_entry, outcome);
     });
     (
@@ -422,6 +426,19 @@ fn audit_failed(e: std::io::Error) -> Response {
     .into_response()
 }
 
+/// The members' free disk as their agents last reported it (agents up only), for the
+/// defragment's guard.
+fn free_disk(snap: &crate::snapshot::Snapshot) -> BTreeMap<String, u64> {
+    snap.agents
+        .iter()
+        .filter(|(_, a)| a.up)
+        .filter_map(|(member, a)| {
+            let avail = a.host.as_ref()?.get("filesystem")?.get("avail_bytes")?;
+            Some((member.clone(), avail.as_u64()?))
+        })
+        .collect()
+}
+
 /// Runs one operation: its report as JSON, or why it failed or was refused.
 async fn run(
     op: &str,
@@ -429,6 +446,7 @@ async fn run(
     params: &Params,
     rule: Option<ctl::rule::Rule>,
     snapshot_file: Option<PathBuf>,
+    free_disk: BTreeMap<String, u64>,
 ) -> Result<serde_json::Value, String> {
     let json = |v: Result<serde_json::Value, serde_json::Error>| v.map_err(|e| e.to_string());
     match op {
@@ -438,6 +456,7 @@ async fn run(
                 dry_run: params.dry_run,
                 rule,
                 force: params.force,
+                free_disk,
                 ..ctl::defrag::Options::default()
             };
             match ctl::defrag::run(etcd, &opts).await {

@@ -9,6 +9,8 @@
 
 use tokio::time::{timeout_at, Instant};
 
+pub use common::remote::{get_body, redacted};
+
 use crate::textformat::{self, Exposition};
 
 /// The largest `/metrics` body accepted from a member. A real etcd 3.4/3.5 member serves
@@ -19,122 +21,6 @@ pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// The largest `/health` body accepted: etcd's is `{"health":"true","reason":""}`.
 pub const MAX_HEALTH_BODY: usize = 64 * 1024;
-
-/// The longest part of a `Location` header quoted in an error.
-const MAX_LOCATION_SHOWN: usize = 200;
-
-/// `url` as it may be shown in an error, a log or a label: any user and password
-/// replaced by `***` (`https://***:***@host/...`, or `***@` for a user alone, since a
-/// token is sometimes passed as the user), and otherwise exactly as given, so a URL
-/// without credentials shows as itself. Done on the text, not by reparsing it: the
-/// userinfo is everything before the last `@` of the authority (up to the first `/`, `?`
-/// or `#`), which hides at least what a URL parser would take for it.
-pub fn redacted(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((s, r))
-            if !s.is_empty()
-                && s.bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || b"+-.".contains(&c)) =>
-        {
-            (Some(s), r)
-        }
-        _ => (None, url),
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    let hidden = match rest[..at].split_once(':') {
-        Some(("", _)) => ":***",
-        Some(_) => "***:***",
-        None => "***",
-    };
-    let host_and_after = &rest[at + 1..];
-    match scheme {
-        Some(s) => format!("{s}://{hidden}@{host_and_after}"),
-        None => format!("{hidden}@{host_and_after}"),
-    }
-}
-
-/// GETs `url` before `deadline`, refusing a body over `limit` bytes and any redirect (a
-/// 3xx is an error naming the status and where it pointed). Errors show the URL
-/// [`redacted`].
-pub async fn get_body(
-    http: &reqwest::Client,
-    url: &str,
-    limit: usize,
-    deadline: Instant,
-) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
-    let shown = redacted(url);
-    let fetch = async {
-        let failed = |e: reqwest::Error| {
-            format!(
-                "GET {shown}: {}",
-                common::etcd::error_chain(&e.without_url())
-            )
-        };
-        let mut resp = http.get(url).send().await.map_err(failed)?;
-        let status = resp.status();
-        if status.is_redirection() {
-            let location = resp
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned());
-            return Err(match location {
-                Some(l) => format!(
-                    "GET {shown}: status {status}, a redirect to {:?}, which is not followed",
-                    clip(&redacted(&l), MAX_LOCATION_SHOWN)
-                ),
-                None => format!("GET {shown}: status {status}, a redirect, which is not followed"),
-            });
-        }
-        // A client built with reqwest's default policy follows redirects before `send`
-        // returns; the clients we build do not (see common::etcd), and should one ever,
-        // what it fetched elsewhere is still not taken for the member's answer.
-        if !same_resource(resp.url().as_str(), url) {
-            return Err(format!(
-                "GET {shown}: answered from {}, after a redirect, which is not accepted",
-                redacted(resp.url().as_str())
-            ));
-        }
-        if resp.content_length().is_some_and(|n| n > limit as u64) {
-            return Err(format!("GET {shown}: body larger than {limit} bytes"));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(failed)? {
-            if body.len() + chunk.len() > limit {
-                return Err(format!("GET {shown}: body larger than {limit} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((status, body))
-    };
-    timeout_at(deadline, fetch)
-        .await
-        .map_err(|_| format!("GET {shown}: timed out"))?
-}
-
-/// Whether two URLs name the same resource, whoever they are sent as (reqwest takes the
-/// user and password out of the URL into an `Authorization` header).
-fn same_resource(a: &str, b: &str) -> bool {
-    let bare = |s: &str| {
-        url::Url::parse(s).ok().map(|mut u| {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u
-        })
-    };
-    matches!((bare(a), bare(b)), (Some(a), Some(b)) if a == b)
-}
-
-/// At most `max` bytes of `s`, cut on a character boundary.
-fn clip(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
 
 fn join(base: &str, path: &str) -> String {
     format!("{}{path}", base.trim_end_matches('/'))

@@ -378,3 +378,217 @@ async fn bad_input_exits_2_naming_the_flag() {
     let f = ctl("http://127.0.0.1:1", &["get", "k"]).await;
     assert_eq!(f.code, Some(1), "{}", f.stderr);
 }
+
+/// A tmpfs of `size` on a fresh temp dir, unmounted on drop (this needs root).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs (this test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// The defragment's free-disk guard with the members' agents (`--agent`): a member whose
+/// agent says its data dir's filesystem has less free than its database is refused
+/// before anything is done; members without an agent are not checked, and the plan names
+/// them; an agent that does not answer stops the run, named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defrag_refuses_a_member_whose_disk_cannot_hold_a_copy() {
+    tests::init_logs();
+    let cluster = EtcdCluster::start(3).await;
+    let eps = cluster.endpoints();
+    let eps = eps.as_str();
+    let mut c = cluster.client(0).await;
+    let value = vec![b'v'; 1024];
+    for i in 0..2000 {
+        c.put(format!("big/{i}"), value.clone(), None)
+            .await
+            .expect("put");
+    }
+    // m1's agent watches a 1 MiB filesystem: less than m1's ~3 MiB database.
+    let small = SmallDisk::mount("1m");
+    let m1 = &cluster.members[0];
+    let tight = tests::RunningAgent::start(&[
+        "--member".into(),
+        m1.name.clone(),
+        "--data-dir".into(),
+        small.dir.path().to_string_lossy().into_owned(),
+        "--etcd-client-port".into(),
+        m1.client_port.to_string(),
+        "--interval".into(),
+        "1s".into(),
+        "--fsync-probe-interval".into(),
+        "0".into(),
+    ])
+    .await;
+    let roomy = tests::RunningAgent::for_member(&cluster, 1, "1s", "0", &[]).await;
+    for a in [&tight, &roomy] {
+        tests::wait_for(
+            "the agent's filesystem figures",
+            Duration::from_secs(20),
+            || async { a.snapshot().await["filesystem"]["avail_bytes"].as_u64() },
+        )
+        .await;
+    }
+
+    let plan = json(
+        &ctl_ok(
+            eps,
+            &[
+                "-o",
+                "json",
+                "defrag",
+                "--rolling",
+                "--dry-run",
+                "--agent",
+                &format!("m2={}", roomy.url()),
+            ],
+            0,
+        )
+        .await,
+    );
+    let unchecked = plan["plan"]["notes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str()?.strip_prefix("free disk not checked for "))
+        .map(|n| n.split(':').next().unwrap_or_default().to_owned())
+        .next()
+        .unwrap_or_else(|| panic!("a note names the members not checked: {plan}"));
+    let mut unchecked: Vec<&str> = unchecked.split(", ").collect();
+    unchecked.sort_unstable();
+    assert_eq!(unchecked, ["m1", "m3"], "only m2 was checked: {plan}");
+
+    let before = c.status().await.expect("status").db_size();
+    let refused = ctl(
+        eps,
+        &[
+            "defrag",
+            "--rolling",
+            "--agent",
+            &format!("{},m2={}", tight.url(), roomy.url()),
+        ],
+    )
+    .await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(
+        refused.stderr.contains("m1") && refused.stderr.contains("free"),
+        "the refusal names the member and its free disk: {}",
+        refused.stderr
+    );
+    assert_eq!(
+        c.status().await.expect("status").db_size(),
+        before,
+        "nothing was defragmented"
+    );
+
+    let unreachable = format!("m3=http://127.0.0.1:{}", tests::free_port());
+    let failed = ctl(eps, &["defrag", "--rolling", "--agent", &unreachable]).await;
+    assert_eq!(failed.code, Some(1), "{failed:?}");
+    assert!(
+        failed.stderr.contains("agent http://127.0.0.1:"),
+        "the agent is named: {}",
+        failed.stderr
+    );
+    drop(tight);
+    drop(small);
+}
+
+/// `member add --learner`, `promote` (refused by etcd while the learner has not caught
+/// up: it never started), `remove` of the learner (it holds no vote, so quorum is not at
+/// stake), and `compact --retain N`, against a real cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_add_promote_remove_and_compact_retain() {
+    tests::init_logs();
+    let cluster = EtcdCluster::start(3).await;
+    let eps = cluster.endpoints();
+    let eps = eps.as_str();
+    let peer = format!("http://127.0.0.1:{}", tests::free_port());
+    // etcd refuses a member change ("unhealthy cluster") until every member has been
+    // connected to the leader for 5 s.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let added = json(
+        &ctl_ok(
+            eps,
+            &[
+                "-o",
+                "json",
+                "member",
+                "add",
+                "m4",
+                "--peer-urls",
+                &peer,
+                "--learner",
+            ],
+            0,
+        )
+        .await,
+    );
+    let id = added["member"]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("the new member's ID: {added}"));
+    let hex = format!("{id:x}");
+    let list = json(&ctl_ok(eps, &["-o", "json", "member", "list"], 0).await);
+    let learner = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["id"].as_u64() == Some(id))
+        .unwrap_or_else(|| panic!("m4 is listed: {list}"));
+    assert_eq!(learner["is_learner"], true, "a learner: {learner}");
+
+    let promote = ctl(eps, &["member", "promote", &hex]).await;
+    assert_eq!(promote.code, Some(1), "{promote:?}");
+    assert!(
+        promote.stderr.contains("learner"),
+        "etcd's reason is shown: {}",
+        promote.stderr
+    );
+    ctl_ok(eps, &["member", "remove", &hex], 0).await;
+    let list = json(&ctl_ok(eps, &["-o", "json", "member", "list"], 0).await);
+    let ids: Vec<u64> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["id"].as_u64())
+        .collect();
+    assert_eq!(ids.len(), 3, "m4 is gone: {list}");
+    assert!(!ids.contains(&id), "m4 is gone: {list}");
+
+    let mut c = cluster.client(0).await;
+    for i in 0..20 {
+        c.put(format!("r/{i}"), "x", None).await.expect("put");
+    }
+    let done = json(&ctl_ok(eps, &["-o", "json", "compact", "--retain", "5"], 0).await);
+    let (to, current) = (done["revision"].as_i64(), done["current_revision"].as_i64());
+    assert!(
+        matches!((to, current), (Some(t), Some(c)) if t == c - 5),
+        "compacted to the current revision minus 5: {done}"
+    );
+    let old = c
+        .get(
+            "r/0",
+            Some(etcd_client::GetOptions::new().with_revision(to.unwrap_or(0) - 1)),
+        )
+        .await;
+    assert!(old.is_err(), "revisions before the compaction are gone");
+}
