@@ -558,6 +558,19 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
+
+    #[test]
+    fn the_relay_url_is_shown_without_credentials() {
+        for raw in [
+            "https://monitor:s3cret@relay:9095/",
+            "http://s3cret@relay:9095",
+        ] {
+            let url = url::Url::parse(raw).expect("url");
+            let s = shown(&url);
+            assert!(!s.contains("s3cret"), "{raw} shown as {s}");
+            assert!(s.contains("relay:9095"), "{raw} shown as {s}");
+        }
+    }
     use tower::ServiceExt;
 
     fn app() -> Router {

@@ -426,12 +426,14 @@ impl Config {
         let relay_url = match args.relay_url.as_deref().filter(|u| !u.is_empty()) {
             None => None,
             Some(raw) => {
+                // Errors show the URL without its credentials.
+                let shown = common::remote::redacted(raw);
                 let u = url::Url::parse(raw)
-                    .map_err(|e| invalid("--relay-url", format!("invalid URL {raw:?}: {e}")))?;
+                    .map_err(|e| invalid("--relay-url", format!("invalid URL {shown:?}: {e}")))?;
                 if u.scheme() != "http" && u.scheme() != "https" {
                     return Err(invalid(
                         "--relay-url",
-                        format!("{raw:?}: scheme must be http or https"),
+                        format!("{shown:?}: scheme must be http or https"),
                     ));
                 }
                 Some(u)

@@ -233,3 +233,19 @@ fn sigterm_stops_it_even_with_stderr_closed() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_bad_relay_url_is_refused_without_showing_its_password() {
+    for url in [
+        "ftp://monitor:s3cret@relay:9095",
+        "http://monitor:s3cret@[::1",
+    ] {
+        let (code, stderr) = run(&["--relay-url", url]);
+        assert_eq!(code, Some(2), "{url}: {stderr}");
+        assert!(stderr.contains("--relay-url"), "{url}: {stderr}");
+        assert!(
+            !stderr.contains("s3cret"),
+            "{url}: the password shown: {stderr}"
+        );
+    }
+}
