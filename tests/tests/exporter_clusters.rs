@@ -206,3 +206,74 @@ async fn a_bad_config_file_names_the_cluster_and_the_key() {
         .to_string();
     assert!(err.contains("drop --endpoints"), "{err}");
 }
+
+/// Each cluster of `--config` keeps its own connection settings: one serves clients over
+/// TLS with client certificates, the other has etcd auth on. Both are collected, healthy,
+/// with their members' own families (scraped with the TLS settings) and a write probe
+/// (which needs the user's permissions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_and_an_auth_cluster_from_the_config_file() {
+    let secure = EtcdCluster::start_with(tests::ClusterOptions {
+        size: 1,
+        tls: true,
+        ..tests::ClusterOptions::default()
+    })
+    .await;
+    let authed = EtcdCluster::start_with(tests::ClusterOptions {
+        size: 1,
+        auth: true,
+        ..tests::ClusterOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("clusters.yml");
+    let yaml = format!(
+        "clusters:\n{}{}",
+        tests::exporter::config_entry("secure", &secure),
+        tests::exporter::config_entry("authed", &authed)
+    );
+    assert!(
+        yaml.contains("cert:") && yaml.contains("password_file:"),
+        "the entries carry TLS and auth: {yaml}"
+    );
+    std::fs::write(&config, yaml).expect("write config");
+    let exp = RunningExporter::start(&[
+        "--config".into(),
+        config.to_string_lossy().into_owned(),
+        "--interval".into(),
+        "1s".into(),
+    ])
+    .await;
+    exp.wait_cycles(3).await;
+    let metrics = exp.metrics().await;
+    for cluster in ["secure", "authed"] {
+        let labels = [("cluster", cluster), ("member", "m1")];
+        assert_eq!(
+            value(&metrics, "etcd_cluster_healthy", &[("cluster", cluster)]),
+            Some(1.0),
+            "{cluster}"
+        );
+        assert_eq!(
+            value(&metrics, "etcd_server_has_leader", &labels),
+            Some(1.0),
+            "{cluster}: the member's own /metrics"
+        );
+        let writes = value(
+            &metrics,
+            "etcd_probe_write_duration_seconds_count",
+            &[("cluster", cluster)],
+        );
+        assert!(
+            writes.is_some_and(|n| n >= 1.0),
+            "{cluster}: write probes succeed ({writes:?})"
+        );
+        let errors = exp
+            .json(&format!("/api/v1/cluster/members?cluster={cluster}"))
+            .await;
+        assert!(
+            errors["members"][0]["error"].is_null()
+                && errors["members"][0]["metrics_error"].is_null(),
+            "{cluster}: {errors}"
+        );
+    }
+}
