@@ -328,6 +328,8 @@ fn bad(flag: &'static str, message: impl Into<String>) -> ParamError {
 pub const MAX_CONNS: usize = 10_000;
 /// Each client is a task with its own histograms (about 150 KiB each).
 pub const MAX_CLIENTS: usize = 100_000;
+/// Far past any cluster; it keeps the requests due in a `--duration` run countable.
+pub const MAX_RATE: f64 = 1e9;
 /// The longest run, and the longest a rate may leave between two requests: past it, the
 /// schedule's times stop being times the clock can hold.
 pub const MAX_RUN: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -365,6 +367,15 @@ impl Params {
             return Err(bad(
                 "--rate",
                 format!("{} is less than one request in 365 days", a.rate),
+            ));
+        }
+        if a.rate > MAX_RATE {
+            return Err(bad(
+                "--rate",
+                format!(
+                    "{} is more than {MAX_RATE} requests/s (0 is as fast as possible)",
+                    a.rate
+                ),
             ));
         }
         if a.key_space == 0 {
@@ -492,6 +503,7 @@ mod tests {
         for (argv, flag) in [
             ("b --rate 1e-300 write", "--rate"),
             ("b --rate 1e-300 --duration 10s write", "--rate"),
+            ("b --rate 1e300 --duration 10s write", "--rate"),
             ("b --duration 300000000000y write", "--duration"),
             ("b --warmup 300000000000y write", "--warmup"),
             ("b --clients 18446744073709551615 write", "--clients"),

@@ -452,6 +452,22 @@ fn due_at(start: Instant, n: u64, rate: f64) -> Option<Instant> {
         .and_then(|d| start.checked_add(d))
 }
 
+/// How many requests at `rate` are due before `start + d`, by the same [`due_at`] that
+/// schedules them: `ceil(d * rate)` alone is one too many when the product rounds up
+/// (10 s at 0.3/s is 3.0000000000000004).
+fn due_before(start: Instant, d: Duration, rate: f64) -> u64 {
+    let before_end =
+        |n: u64| due_at(start, n, rate).is_some_and(|t| t.saturating_duration_since(start) < d);
+    let mut n = (d.as_secs_f64() * rate).ceil() as u64;
+    while n > 0 && !before_end(n - 1) {
+        n -= 1;
+    }
+    while n < u64::MAX && before_end(n) {
+        n += 1;
+    }
+    n
+}
+
 /// The progress bar on stderr: done/total (or elapsed/duration), rate and ETA.
 fn progress_line(stop: Stop, done: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(1e-3);
@@ -517,7 +533,7 @@ enum Next {
 impl Shared {
     fn new(params: &Params, start: Instant, command_timeout: Duration) -> Self {
         let due_total = match (params.stop, params.rate) {
-            (Stop::Duration(d), Some(r)) => Some((d.as_secs_f64() * r).ceil() as u64),
+            (Stop::Duration(d), Some(r)) => Some(due_before(start, d, r)),
             _ => None,
         };
         let send_limit = match params.stop {
@@ -1025,6 +1041,17 @@ mod tests {
         );
         assert_eq!(due_at(start, 1, 1e-300), None);
         assert_eq!(due_at(start, u64::MAX, 1e-9), None);
+    }
+
+    #[test]
+    fn the_requests_due_before_the_end_are_counted_as_scheduled() {
+        let start = Instant::now();
+        let secs = Duration::from_secs;
+        assert_eq!(due_before(start, secs(2), 100.0), 200);
+        assert_eq!(due_before(start, secs(10), 0.3), 4 - 1);
+        assert_eq!(due_before(start, Duration::from_millis(2500), 2.0), 5);
+        assert_eq!(due_before(start, secs(1), 1e-6), 1);
+        assert_eq!(due_before(start, secs(1), 1e300), u64::MAX);
     }
 
     #[test]
