@@ -26,7 +26,8 @@ fn parse_labels(raw: &[String]) -> Result<Vec<(String, String)>, String> {
                 .next()
                 .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid || k == "job" {
+            // `__` starts the names Prometheus reserves; the Pushgateway refuses them.
+            if !valid || k == "job" || k.starts_with("__") {
                 return Err(format!("--label: {k:?} is not a usable label name"));
             }
             if k == "workload" {
@@ -37,7 +38,7 @@ fn parse_labels(raw: &[String]) -> Result<Vec<(String, String)>, String> {
             Ok((k.to_owned(), v.to_owned()))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    // The Pushgateway refuses a group with a label twice, after the run.
+    // A label given twice names two groups at once (the Pushgateway keeps the last).
     for (i, (k, _)) in labels.iter().enumerate() {
         if labels[..i].iter().any(|(seen, _)| seen == k) {
             return Err(format!("--label: {k:?} is given twice"));

@@ -777,6 +777,7 @@ async fn bad_input_down_pushgateway_and_unreachable_etcd() {
         ("--total 10 --label nolabel write", "--label"),
         ("--total 10 --label workload=x write", "--label"),
         ("--total 10 --label a=1 --label a=2 write", "--label"),
+        ("--total 10 --label __x=1 write", "--label"),
         ("--total 10 --job= write", "--job"),
         ("--total 10 txn --ops-per-txn 0", "--ops-per-txn"),
         (
