@@ -21,7 +21,7 @@ pub mod observe;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -283,35 +283,8 @@ impl Collector {
         // but the watches saw it written: it counts for this cycle.
         let between = self.conns.take_marker_seen();
         obs.maintenance = obs.maintenance.take().or(between);
-        self.last_leader = model.leader.as_ref().map(|l| l.id);
-        if let Some(change) = self.tracker.observe(&model, wall) {
-            // A marker up now, since the last cycle or in it: the change is the
-            // maintenance's (a leader moved away before its defragmentation).
-            let during = obs.maintenance.as_ref().or(self.maintenance.as_ref());
-            if let Some(m) = during {
-                self.tracker.mark_planned(m.operation.as_str());
-            }
-            tracing::warn!(
-                cluster = self.cluster.name.as_deref().unwrap_or(""),
-                from = change.from.as_deref().unwrap_or("-"),
-                to = %change.to,
-                term = change.term,
-                planned = during.map(|m| m.operation.as_str()).unwrap_or(""),
-                "leader changed"
-            );
-        }
-        if obs.maintenance != self.maintenance {
-            match &obs.maintenance {
-                Some(m) => {
-                    tracing::info!(cluster = self.cluster.name.as_deref().unwrap_or(""), operation = %m.operation, by = %m.by, "maintenance started")
-                }
-                None => tracing::info!(
-                    cluster = self.cluster.name.as_deref().unwrap_or(""),
-                    "maintenance ended"
-                ),
-            }
-        }
-        self.maintenance.clone_from(&obs.maintenance);
+        self.track_leader(wall, &model, obs.maintenance.as_ref());
+        self.track_maintenance(obs.maintenance.as_ref());
         self.log_up_down(&model);
         self.forget_departed(&model);
 
@@ -336,28 +309,9 @@ impl Collector {
         let mut natives = Vec::new();
         for (id, f) in obs.members {
             let Some(name) = name_of(id) else { continue };
-            for (consistency, result) in &f.reads {
-                if let Ok(d) = result {
-                    self.probes
-                        .read
-                        .entry((name.clone(), *consistency))
-                        .or_default()
-                        .observe(d.as_secs_f64());
-                }
-                push_window(
-                    &mut self.reads,
-                    ProbeRecord {
-                        at_unix_ms: at_ms,
-                        kind: "read",
-                        consistency: Some(consistency.short()),
-                        member: name.clone(),
-                        duration_ms: result.as_ref().ok().map(|d| d.as_secs_f64() * 1e3),
-                        error: result.as_ref().err().cloned(),
-                    },
-                );
-            }
+            self.record_reads(at_ms, &name, &f.reads);
             if let Some((exp, _)) = f.native {
-                natives.push((name.clone(), exp));
+                natives.push((name, exp));
             }
             let mut x = f.extras;
             x.last_version = self.versions.get(&id).cloned();
@@ -377,20 +331,7 @@ impl Collector {
                 .get(&w.url)
                 .and_then(|id| name_of(*id))
                 .unwrap_or_else(|| w.url.clone());
-            if let Ok(d) = &w.result {
-                self.probes.write.observe(d.as_secs_f64());
-            }
-            push_window(
-                &mut self.writes,
-                ProbeRecord {
-                    at_unix_ms: at_ms,
-                    kind: "write",
-                    consistency: None,
-                    member,
-                    duration_ms: w.result.as_ref().ok().map(|d| d.as_secs_f64() * 1e3),
-                    error: w.result.as_ref().err().cloned(),
-                },
-            );
+            self.record_write(at_ms, member, &w.result);
         }
         let latency = Latency {
             read: window_percentiles(&self.reads),
@@ -399,24 +340,13 @@ impl Collector {
             writes: self.writes.iter().cloned().collect(),
         };
         let collect_duration_ms = started.elapsed().as_secs_f64() * 1e3;
-        self.push_history(HistoryPoint {
-            at_unix_ms: at_ms,
-            healthy: model.healthy,
-            has_leader: model.has_leader,
-            leader: model.leader.as_ref().map(|l| l.name.clone()),
-            member_count: model.member_count,
-            healthy_members: model.healthy_members,
-            split_brain: model.split_brain,
-            partitioned_members: model.partitioned_members.len(),
-            revision_divergence: model.revision_divergence,
-            raft_index_divergence: model.raft_index_divergence,
-            max_revision: model.members.iter().filter_map(|m| m.revision).max(),
-            max_db_size_bytes: model.members.iter().filter_map(|m| m.db_size_bytes).max(),
-            request_rate_per_second: obs.request_rate,
-            read_p99_ms: latency.read.p99,
-            write_p99_ms: latency.write.p99,
+        self.push_history(history_point(
+            at_ms,
+            &model,
+            obs.request_rate,
+            &latency,
             collect_duration_ms,
-        });
+        ));
         Snapshot {
             cluster: self.cluster.name.clone(),
             cycle: self.cycle,
@@ -438,6 +368,80 @@ impl Collector {
             native: Arc::new(native),
             agents_up: agents.up,
         }
+    }
+
+    /// Counts a leader change; planned when a maintenance marker was up now, since the
+    /// last cycle or in it (a leader moved away before its defragmentation).
+    fn track_leader(
+        &mut self,
+        wall: SystemTime,
+        model: &ClusterModel,
+        maintenance: Option<&ctl::marker::Marker>,
+    ) {
+        self.last_leader = model.leader.as_ref().map(|l| l.id);
+        let Some(change) = self.tracker.observe(model, wall) else {
+            return;
+        };
+        let during = maintenance.or(self.maintenance.as_ref());
+        if let Some(m) = during {
+            self.tracker.mark_planned(m.operation.as_str());
+        }
+        tracing::warn!(
+            cluster = self.cluster.name.as_deref().unwrap_or(""),
+            from = change.from.as_deref().unwrap_or("-"),
+            to = %change.to,
+            term = change.term,
+            planned = during.map(|m| m.operation.as_str()).unwrap_or(""),
+            "leader changed"
+        );
+    }
+
+    /// Remembers the maintenance running (for the next cycle's leader change), and logs
+    /// its start and end.
+    fn track_maintenance(&mut self, now: Option<&ctl::marker::Marker>) {
+        if now != self.maintenance.as_ref() {
+            let cluster = self.cluster.name.as_deref().unwrap_or("");
+            match now {
+                Some(m) => {
+                    tracing::info!(cluster, operation = %m.operation, by = %m.by, "maintenance started");
+                }
+                None => tracing::info!(cluster, "maintenance ended"),
+            }
+        }
+        self.maintenance = now.cloned();
+    }
+
+    /// A member's read probes into the histograms (the ones that answered) and the window.
+    fn record_reads(
+        &mut self,
+        at_ms: u64,
+        member: &str,
+        reads: &[(Consistency, Result<Duration, String>)],
+    ) {
+        for (consistency, result) in reads {
+            if let Ok(d) = result {
+                self.probes
+                    .read
+                    .entry((member.to_owned(), *consistency))
+                    .or_default()
+                    .observe(d.as_secs_f64());
+            }
+            push_window(
+                &mut self.reads,
+                probe_record(at_ms, "read", Some(consistency.short()), member, result),
+            );
+        }
+    }
+
+    /// The write probe into its histogram (when it answered) and the window.
+    fn record_write(&mut self, at_ms: u64, member: String, result: &Result<Duration, String>) {
+        if let Ok(d) = result {
+            self.probes.write.observe(d.as_secs_f64());
+        }
+        push_window(
+            &mut self.writes,
+            probe_record(at_ms, "write", None, &member, result),
+        );
     }
 
     fn log_up_down(&mut self, model: &ClusterModel) {
@@ -480,6 +484,52 @@ impl Collector {
             self.history.pop_front();
         }
         self.history.push_back(p);
+    }
+}
+
+/// One probe for the window.
+fn probe_record(
+    at_ms: u64,
+    kind: &'static str,
+    consistency: Option<&'static str>,
+    member: &str,
+    result: &Result<Duration, String>,
+) -> ProbeRecord {
+    ProbeRecord {
+        at_unix_ms: at_ms,
+        kind,
+        consistency,
+        member: member.to_owned(),
+        duration_ms: result.as_ref().ok().map(|d| d.as_secs_f64() * 1e3),
+        error: result.as_ref().err().cloned(),
+    }
+}
+
+/// The cycle's point in the history.
+fn history_point(
+    at_ms: u64,
+    model: &ClusterModel,
+    request_rate: Option<f64>,
+    latency: &Latency,
+    collect_duration_ms: f64,
+) -> HistoryPoint {
+    HistoryPoint {
+        at_unix_ms: at_ms,
+        healthy: model.healthy,
+        has_leader: model.has_leader,
+        leader: model.leader.as_ref().map(|l| l.name.clone()),
+        member_count: model.member_count,
+        healthy_members: model.healthy_members,
+        split_brain: model.split_brain,
+        partitioned_members: model.partitioned_members.len(),
+        revision_divergence: model.revision_divergence,
+        raft_index_divergence: model.raft_index_divergence,
+        max_revision: model.members.iter().filter_map(|m| m.revision).max(),
+        max_db_size_bytes: model.members.iter().filter_map(|m| m.db_size_bytes).max(),
+        request_rate_per_second: request_rate,
+        read_p99_ms: latency.read.p99,
+        write_p99_ms: latency.write.p99,
+        collect_duration_ms,
     }
 }
 
