@@ -19,5 +19,5 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
-echo "== fuzz: the relay's parsers, 20 s per target (scripts/fuzz.sh)"
+echo "== fuzz: the relay's and the exporter's parsers, 20 s per target (scripts/fuzz.sh)"
 ./scripts/fuzz.sh 20
