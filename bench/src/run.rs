@@ -50,6 +50,13 @@ pub struct OpCounts {
     pub errors: u64,
 }
 
+impl OpCounts {
+    fn add(&mut self, o: OpCounts) {
+        self.ok = self.ok.saturating_add(o.ok);
+        self.errors = self.errors.saturating_add(o.errors);
+    }
+}
+
 /// Latency summary, in seconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Latency {
@@ -130,7 +137,10 @@ impl Report {
     }
 
     pub fn error_count(&self) -> u64 {
-        self.reads.errors + self.writes.errors + self.watch.map_or(0, |w| w.missing_events)
+        self.reads
+            .errors
+            .saturating_add(self.writes.errors)
+            .saturating_add(self.watch.map_or(0, |w| w.missing_events))
     }
 
     pub fn p99(&self) -> f64 {
@@ -211,12 +221,13 @@ impl Stats {
         if let (Some(a), Some(b)) = (self.service.as_mut(), o.service.as_ref()) {
             a.add(b).map_err(err)?;
         }
-        self.reads.ok += o.reads.ok;
-        self.reads.errors += o.reads.errors;
-        self.writes.ok += o.writes.ok;
-        self.writes.errors += o.writes.errors;
+        // Saturating: a rate past any cluster (from a `Params` built without `from_args`)
+        // leaves about u64::MAX requests unsent, in one client's count.
+        self.reads.add(o.reads);
+        self.writes.add(o.writes);
         for (k, v) in o.errors {
-            *self.errors.entry(k).or_default() += v;
+            let n = self.errors.entry(k).or_default();
+            *n = n.saturating_add(v);
         }
         self.last_end = self.last_end.max(o.last_end);
         Ok(())
@@ -662,10 +673,14 @@ async fn client(mut c: Client, sh: Arc<Shared>) -> Stats {
             Next::Send { n, due } => (n, due),
             Next::Stop => break,
             Next::Unsent(unsent) => {
-                *st.errors.entry(UNSENT.into()).or_default() += unsent;
+                st.errors.insert(UNSENT.into(), unsent);
+                let unsent = OpCounts {
+                    ok: 0,
+                    errors: unsent,
+                };
                 match p.workload {
-                    Workload::Read { .. } => st.reads.errors += unsent,
-                    _ => st.writes.errors += unsent,
+                    Workload::Read { .. } => st.reads.add(unsent),
+                    _ => st.writes.add(unsent),
                 }
                 break;
             }
@@ -954,7 +969,9 @@ pub fn summarize(
         params,
         started_at,
         total_seconds: window,
-        requests: ok + reads.errors + writes.errors,
+        requests: ok
+            .saturating_add(reads.errors)
+            .saturating_add(writes.errors),
         reads,
         writes,
         throughput: ok as f64 / window,
@@ -1052,6 +1069,22 @@ mod tests {
         assert_eq!(due_before(start, Duration::from_millis(2500), 2.0), 5);
         assert_eq!(due_before(start, secs(1), 1e-6), 1);
         assert_eq!(due_before(start, secs(1), 1e300), u64::MAX);
+    }
+
+    /// One client left about u64::MAX requests unsent (a rate no cluster reaches), another
+    /// a few: the sum saturates instead of overflowing.
+    #[test]
+    fn counts_saturate_when_merged() {
+        let start = Instant::now();
+        let mut a = Stats::new(true, start);
+        let mut b = Stats::new(true, start);
+        for (st, n) in [(&mut a, u64::MAX - 1), (&mut b, 3)] {
+            st.writes.errors = n;
+            st.errors.insert(UNSENT.into(), n);
+        }
+        a.merge(b).expect("merge");
+        assert_eq!(a.writes.errors, u64::MAX);
+        assert_eq!(a.errors[UNSENT], u64::MAX);
     }
 
     #[test]
