@@ -63,7 +63,7 @@ pub enum Command {
     /// leadership away).
     Defrag(DefragArgs),
     /// Recover from NOSPACE: compact to the current revision, defragment rolling, disarm.
-    RecoverNospace,
+    RecoverNospace(AgentArgs),
     /// Compact the key history (physically) to the current revision minus --retain.
     Compact {
         /// Revisions to keep.
@@ -148,6 +148,13 @@ pub struct DefragArgs {
     /// `dbQuotaUsage > 0.8 || dbSizeFree > 200MiB`.
     #[arg(long = "if", value_name = "RULE", value_parser = parse_rule)]
     pub rule: Option<Rule>,
+    #[command(flatten)]
+    pub agents: AgentArgs,
+}
+
+/// The members' agents, for the defragment's free-disk guard.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
     /// A member's etcd-monitor-agent (`MEMBER=URL`, or `URL` for the member it names):
     /// a member whose data dir's filesystem has less free than its database's size is
     /// refused. Repeat or separate with commas; members without one are not checked.
@@ -162,6 +169,22 @@ pub struct DefragArgs {
     /// File holding the bearer token the agents want (their --auth-token-file).
     #[arg(long, env = "ETCD_MONITOR_MONITOR_TOKEN_FILE", value_name = "FILE")]
     pub monitor_token_file: Option<PathBuf>,
+}
+
+impl AgentArgs {
+    /// Each member's free disk as its agent reports it (none without --agent).
+    async fn free_disk(&self) -> Result<std::collections::BTreeMap<String, u64>, CliError> {
+        if self.agents.is_empty() {
+            return Ok(Default::default());
+        }
+        let http =
+            agents::client(self.monitor_token_file.as_deref()).map_err(CliError::BadInput)?;
+        Ok(
+            agents::free_disk(&http, &self.agents, Duration::from_secs(5))
+                .await
+                .map_err(OpError::Agent)?,
+        )
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -382,7 +405,7 @@ async fn run(ctx: &Ctx, command: Command, out: &mut dyn Write) -> Result<u8, Cli
         }
         Command::Member(m) => return member(ctx, m, out).await,
         Command::Defrag(d) => return defrag(ctx, d, out).await,
-        Command::RecoverNospace => return recover_nospace(ctx, out).await,
+        Command::RecoverNospace(agents) => return recover_nospace(ctx, agents, out).await,
         Command::Compact { retain } => {
             let r = maintenance::compact(&ctx.cfg, retain).await?;
             ctx.print(out, &r, || {
@@ -702,15 +725,7 @@ async fn lease(ctx: &Ctx, cmd: LeaseCmd, out: &mut dyn Write) -> Result<u8, CliE
 }
 
 async fn defrag(ctx: &Ctx, args: DefragArgs, out: &mut dyn Write) -> Result<u8, CliError> {
-    let free_disk = if args.agents.is_empty() {
-        Default::default()
-    } else {
-        let http =
-            agents::client(args.monitor_token_file.as_deref()).map_err(CliError::BadInput)?;
-        agents::free_disk(&http, &args.agents, Duration::from_secs(5))
-            .await
-            .map_err(OpError::Agent)?
-    };
+    let free_disk = args.agents.free_disk().await?;
     let opts = defrag::Options {
         rolling: args.rolling,
         dry_run: args.dry_run,
@@ -723,8 +738,13 @@ async fn defrag(ctx: &Ctx, args: DefragArgs, out: &mut dyn Write) -> Result<u8, 
     print_defrag(ctx, result, out)
 }
 
-async fn recover_nospace(ctx: &Ctx, out: &mut dyn Write) -> Result<u8, CliError> {
-    let result = defrag::recover_nospace(&ctx.cfg, ctx.force).await;
+async fn recover_nospace(
+    ctx: &Ctx,
+    agents: AgentArgs,
+    out: &mut dyn Write,
+) -> Result<u8, CliError> {
+    let free_disk = agents.free_disk().await?;
+    let result = defrag::recover_nospace(&ctx.cfg, ctx.force, &free_disk).await;
     print_defrag(ctx, result, out)
 }
 

@@ -6,7 +6,7 @@
 //! pub struct Options { pub rolling: bool, pub dry_run: bool, pub rule: Option<rule::Rule>,
 //!                      pub force: bool, pub member_timeout: Duration }   // + Default
 //! pub async fn run(cfg: &common::etcd::EtcdConfig, opts: &Options) -> Result<Report, DefragError>
-//! pub async fn recover_nospace(cfg: &common::etcd::EtcdConfig, force: bool) -> Result<Report, DefragError>
+//! pub async fn recover_nospace(cfg: &common::etcd::EtcdConfig, force: bool, free_disk: &BTreeMap<String, u64>) -> Result<Report, DefragError>
 //! pub fn plan(members: &[PlanMember], rule: Option<&Rule>, mode: Mode) -> Result<Plan, PlanError>  // pure
 //! ```
 //!
@@ -314,6 +314,14 @@ pub fn plan(members: &[PlanMember], rule: Option<&Rule>, mode: Mode) -> Result<P
     Ok(out)
 }
 
+/// `members` with the free disk known for each (by name).
+fn with_free_disk(mut members: Vec<PlanMember>, free: &BTreeMap<String, u64>) -> Vec<PlanMember> {
+    for m in &mut members {
+        m.free_disk = free.get(&m.name).copied();
+    }
+    members
+}
+
 /// The plan's facts from a gathered view. Members that did not answer are left out (the
 /// health check refuses such a cluster unless forced).
 pub fn plan_input(view: &ClusterView) -> Vec<PlanMember> {
@@ -618,11 +626,11 @@ pub async fn run(cfg: &EtcdConfig, opts: &Options) -> Result<Report, DefragError
     } else {
         Mode::AtOnce
     };
-    let mut members = plan_input(&view);
-    for m in &mut members {
-        m.free_disk = opts.free_disk.get(&m.name).copied();
-    }
-    let plan = plan(&members, opts.rule.as_ref(), mode)?;
+    let plan = plan(
+        &with_free_disk(plan_input(&view), &opts.free_disk),
+        opts.rule.as_ref(),
+        mode,
+    )?;
     let mut report = Report::new(Operation::Defrag, plan, opts.dry_run, opts.rule.as_ref());
     for p in found {
         report.notes.push(format!("forced despite: {p}"));
@@ -652,7 +660,12 @@ pub async fn run(cfg: &EtcdConfig, opts: &Options) -> Result<Report, DefragError
 /// works. Refused when no NOSPACE alarm is raised, and on an otherwise unhealthy cluster
 /// unless `force`. The marker cannot be written while NOSPACE is raised (etcd refuses
 /// leases and puts), so it is held only if etcd accepts it; the report says so.
-pub async fn recover_nospace(cfg: &EtcdConfig, force: bool) -> Result<Report, DefragError> {
+/// `free_disk` as in [`Options::free_disk`].
+pub async fn recover_nospace(
+    cfg: &EtcdConfig,
+    force: bool,
+    free_disk: &BTreeMap<String, u64>,
+) -> Result<Report, DefragError> {
     let started = Instant::now();
     let view = survey(cfg).await.map_err(DefragError::Gather)?;
     if !view.alarms.iter().any(|a| a.kind == AlarmKind::Nospace) {
@@ -662,7 +675,11 @@ pub async fn recover_nospace(cfg: &EtcdConfig, force: bool) -> Result<Report, De
     if !found.is_empty() && !force {
         return Err(DefragError::Unhealthy(found));
     }
-    let plan = plan(&plan_input(&view), None, Mode::Rolling)?;
+    let plan = plan(
+        &with_free_disk(plan_input(&view), free_disk),
+        None,
+        Mode::Rolling,
+    )?;
     let mut report = Report::new(Operation::RecoverNospace, plan, false, None);
     for p in found {
         report.notes.push(format!("forced despite: {p}"));

@@ -188,7 +188,7 @@ async fn recover_nospace_brings_writes_back() {
     .await;
     cluster.wait_all_have_leader(READY).await;
     let cfg = config(&cluster);
-    let refused = defrag::recover_nospace(&cfg, false)
+    let refused = defrag::recover_nospace(&cfg, false, &Default::default())
         .await
         .expect_err("nothing to recover");
     assert!(matches!(refused, DefragError::NoNospace), "{refused}");
@@ -215,7 +215,7 @@ async fn recover_nospace_brings_writes_back() {
         "NOSPACE refuses writes"
     );
 
-    let report = defrag::recover_nospace(&cfg, false)
+    let report = defrag::recover_nospace(&cfg, false, &Default::default())
         .await
         .unwrap_or_else(|e| panic!("recover-nospace: {e:#?}"));
     println!("{report}");
