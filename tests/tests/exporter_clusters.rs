@@ -9,6 +9,11 @@ use clap::Parser as _;
 use tests::exporter::value;
 use tests::{EtcdCluster, RunningExporter};
 
+/// Held by each test that starts two clusters: the harness runs at most two at once
+/// ([`tests::MAX_CLUSTERS`]), so two such tests that each got one would wait for each
+/// other for ever.
+static TWO_CLUSTERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn cycle_of(exp: &RunningExporter, cluster: &str) -> u64 {
     let body = exp.json("/api/v1/clusters").await;
     body["clusters"]
@@ -18,21 +23,16 @@ async fn cycle_of(exp: &RunningExporter, cluster: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_clusters_are_told_apart_and_a_fault_shows_only_in_its_own() {
-    let east = EtcdCluster::start(3).await;
-    let west = EtcdCluster::start(3).await;
+/// An exporter on a `--config` file listing `clusters` (name, cluster), at a 1s interval;
+/// the file's temp dir lives as long as the caller keeps it.
+async fn exporter_on(clusters: &[(&str, &EtcdCluster)]) -> (tempfile::TempDir, RunningExporter) {
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("clusters.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "clusters:\n{}{}",
-            tests::exporter::config_entry("east", &east),
-            tests::exporter::config_entry("west", &west)
-        ),
-    )
-    .expect("write config");
+    let entries: String = clusters
+        .iter()
+        .map(|(name, c)| tests::exporter::config_entry(name, c))
+        .collect();
+    std::fs::write(&config, format!("clusters:\n{entries}")).expect("write config");
     let exp = RunningExporter::start(&[
         "--config".into(),
         config.to_string_lossy().into_owned(),
@@ -40,6 +40,15 @@ async fn two_clusters_are_told_apart_and_a_fault_shows_only_in_its_own() {
         "1s".into(),
     ])
     .await;
+    (dir, exp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_are_told_apart_and_a_fault_shows_only_in_its_own() {
+    let _two = TWO_CLUSTERS.lock().await;
+    let east = EtcdCluster::start(3).await;
+    let west = EtcdCluster::start(3).await;
+    let (_dir, exp) = exporter_on(&[("east", &east), ("west", &west)]).await;
     exp.wait_cycles(3).await;
 
     let listed = exp.json("/api/v1/clusters").await;
@@ -213,6 +222,7 @@ async fn a_bad_config_file_names_the_cluster_and_the_key() {
 /// (which needs the user's permissions).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_cluster_and_an_auth_cluster_from_the_config_file() {
+    let _two = TWO_CLUSTERS.lock().await;
     let secure = EtcdCluster::start_with(tests::ClusterOptions {
         size: 1,
         tls: true,
@@ -225,25 +235,12 @@ async fn a_tls_cluster_and_an_auth_cluster_from_the_config_file() {
         ..tests::ClusterOptions::default()
     })
     .await;
-    let dir = tempfile::tempdir().expect("dir");
-    let config = dir.path().join("clusters.yml");
-    let yaml = format!(
-        "clusters:\n{}{}",
-        tests::exporter::config_entry("secure", &secure),
-        tests::exporter::config_entry("authed", &authed)
-    );
+    let (dir, exp) = exporter_on(&[("secure", &secure), ("authed", &authed)]).await;
+    let yaml = std::fs::read_to_string(dir.path().join("clusters.yml")).expect("config");
     assert!(
         yaml.contains("cert:") && yaml.contains("password_file:"),
         "the entries carry TLS and auth: {yaml}"
     );
-    std::fs::write(&config, yaml).expect("write config");
-    let exp = RunningExporter::start(&[
-        "--config".into(),
-        config.to_string_lossy().into_owned(),
-        "--interval".into(),
-        "1s".into(),
-    ])
-    .await;
     exp.wait_cycles(3).await;
     let metrics = exp.metrics().await;
     for cluster in ["secure", "authed"] {
