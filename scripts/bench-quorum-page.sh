@@ -25,22 +25,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-5}
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer, got '$runs'"
 
-out=$(mktemp "${TMPDIR:-/tmp}/bench-quorum-page.XXXXXX")
-fg_pid=""
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_pid "$fg_pid"
-    if [[ "${KEEP_OUTPUT:-0}" == 1 || $rc -ne 0 ]]; then
-        log "test output kept in $out"
-    else
-        rm -f "$out"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated"; exit 143' TERM
+output_file bench-quorum-page
 
 log "building the test"
 cargo test -p tests --test alert_chain --no-run --quiet

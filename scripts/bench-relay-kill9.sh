@@ -23,22 +23,7 @@ n=${1:-100}
 [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "N must be a positive integer, got '$n'"
 test_name=kill_9_right_after_the_200_loses_nothing
 
-out=$(mktemp "${TMPDIR:-/tmp}/bench-relay-kill9.XXXXXX")
-fg_pid=""
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_pid "$fg_pid"
-    if [[ "${KEEP_OUTPUT:-0}" == 1 || $rc -ne 0 ]]; then
-        log "test output kept in $out"
-    else
-        rm -f "$out"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated"; exit 143' TERM
+output_file bench-relay-kill9
 
 log "building the test (release)"
 cargo test --release --locked -p alerting --test durability --no-run --quiet

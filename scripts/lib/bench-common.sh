@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Helpers shared by the scripts/bench-*.sh benchmarks (sourced, not run): messages,
-# stopping processes, port checks, and reading a process's CPU and memory from /proc.
+# stopping processes, port checks, reading a process's CPU and memory from /proc, and a test
+# output file kept when a run fails (`output_file`).
 # `run_wait` leaves the PID it waits for in the caller's `fg_pid`, so a trap can stop it.
 
 log() { echo "bench: $*" >&2; }
@@ -46,3 +47,26 @@ run_wait() {
 }
 
 nap() { run_wait sleep "$1"; }
+
+# output_file NAME: a temp file for a test's output in the caller's `out`, removed at exit
+# unless the run failed or KEEP_OUTPUT=1; the process in `fg_pid` is stopped at exit.
+# Sets the EXIT, INT and TERM traps.
+output_file() {
+    out=$(mktemp "${TMPDIR:-/tmp}/$1.XXXXXX")
+    fg_pid=""
+    trap _output_file_cleanup EXIT
+    trap 'log "interrupted"; exit 130' INT
+    trap 'log "terminated"; exit 143' TERM
+}
+
+_output_file_cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_pid "$fg_pid"
+    if [[ "${KEEP_OUTPUT:-0}" == 1 || $rc -ne 0 ]]; then
+        log "test output kept in $out"
+    else
+        rm -f "$out"
+    fi
+    exit "$rc"
+}
