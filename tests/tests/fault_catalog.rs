@@ -59,6 +59,46 @@ fn catalog(
     );
 }
 
+/// The two warnings a member fault raises in chat: `alert` about `member`, and
+/// EtcdQuorumAtRisk; `state` is WARNING (fired) or RESOLVED. Time from `since` to each.
+async fn member_warnings(
+    stack: &ShippedStack,
+    state: &str,
+    alert: &str,
+    member: &str,
+    since: Instant,
+) -> [Duration; 2] {
+    let limit = if state == "RESOLVED" {
+        WARNING_RESOLVED
+    } else {
+        WARNING_1M
+    };
+    [
+        stack
+            .wait_slack(state, alert, Some(member), since, limit)
+            .await,
+        stack
+            .wait_slack(state, "EtcdQuorumAtRisk", None, since, limit)
+            .await,
+    ]
+}
+
+/// The catalog's rows for [`member_warnings`]: when each fired and resolved.
+fn catalog_member_warnings(
+    fault: &str,
+    alert: &str,
+    fired: [Duration; 2],
+    resolved: [Duration; 2],
+) {
+    for ((name, fired), resolved) in [alert, "EtcdQuorumAtRisk"]
+        .into_iter()
+        .zip(fired)
+        .zip(resolved)
+    {
+        catalog(fault, name, "warning", "slack", fired, Some(resolved));
+    }
+}
+
 async fn healthy_stack(opts: StackOptions) -> ShippedStack {
     tests::init_logs();
     let stack = ShippedStack::start(opts).await;
@@ -142,45 +182,19 @@ async fn member_frozen() {
     let name = stack.cluster.members[i].name.clone();
     stack.cluster.freeze(i);
     let t0 = Instant::now();
-    let down = stack
-        .wait_slack("WARNING", "EtcdMemberDown", Some(&name), t0, WARNING_1M)
-        .await;
-    let at_risk = stack
-        .wait_slack("WARNING", "EtcdQuorumAtRisk", None, t0, WARNING_1M)
-        .await;
+    let fired = member_warnings(&stack, "WARNING", "EtcdMemberDown", &name, t0).await;
     stack.assert_nothing_paged().await;
 
     stack.cluster.thaw(i);
     let t1 = Instant::now();
-    let down_resolved = stack
-        .wait_slack(
-            "RESOLVED",
-            "EtcdMemberDown",
-            Some(&name),
-            t1,
-            WARNING_RESOLVED,
-        )
-        .await;
-    let at_risk_resolved = stack
-        .wait_slack("RESOLVED", "EtcdQuorumAtRisk", None, t1, WARNING_RESOLVED)
-        .await;
+    let resolved = member_warnings(&stack, "RESOLVED", "EtcdMemberDown", &name, t1).await;
     stack.assert_nothing_paged().await;
     eprintln!("{}", stack.report().await);
-    catalog(
+    catalog_member_warnings(
         "member frozen (SIGSTOP, follower)",
         "EtcdMemberDown",
-        "warning",
-        "slack",
-        down,
-        Some(down_resolved),
-    );
-    catalog(
-        "member frozen (SIGSTOP, follower)",
-        "EtcdQuorumAtRisk",
-        "warning",
-        "slack",
-        at_risk,
-        Some(at_risk_resolved),
+        fired,
+        resolved,
     );
 }
 
@@ -206,28 +220,12 @@ async fn leader_killed() {
             Duration::from_secs(120),
         )
         .await;
-    let down = stack
-        .wait_slack("WARNING", "EtcdMemberDown", Some(&name), t0, WARNING_1M)
-        .await;
-    let at_risk = stack
-        .wait_slack("WARNING", "EtcdQuorumAtRisk", None, t0, WARNING_1M)
-        .await;
+    let fired = member_warnings(&stack, "WARNING", "EtcdMemberDown", &name, t0).await;
     stack.assert_nothing_paged().await;
 
     stack.cluster.restart(leader);
     let t1 = Instant::now();
-    let down_resolved = stack
-        .wait_slack(
-            "RESOLVED",
-            "EtcdMemberDown",
-            Some(&name),
-            t1,
-            WARNING_RESOLVED,
-        )
-        .await;
-    let at_risk_resolved = stack
-        .wait_slack("RESOLVED", "EtcdQuorumAtRisk", None, t1, WARNING_RESOLVED)
-        .await;
+    let resolved = member_warnings(&stack, "RESOLVED", "EtcdMemberDown", &name, t1).await;
     stack
         .cluster
         .wait_all_have_leader(Duration::from_secs(30))
@@ -235,22 +233,7 @@ async fn leader_killed() {
     stack.assert_nothing_paged().await;
     stack.assert_never_sent("EtcdLeaderChanged").await;
     eprintln!("{}", stack.report().await);
-    catalog(
-        "leader killed (SIGKILL)",
-        "EtcdMemberDown",
-        "warning",
-        "slack",
-        down,
-        Some(down_resolved),
-    );
-    catalog(
-        "leader killed (SIGKILL)",
-        "EtcdQuorumAtRisk",
-        "warning",
-        "slack",
-        at_risk,
-        Some(at_risk_resolved),
-    );
+    catalog_member_warnings("leader killed (SIGKILL)", "EtcdMemberDown", fired, resolved);
     catalog(
         "leader killed (SIGKILL)",
         "EtcdLeaderChanged",
@@ -642,18 +625,7 @@ async fn member_partitioned_in_namespaces() {
     let name = stack.cluster.members[i].name.clone();
     stack.cluster.cut(i);
     let t0 = Instant::now();
-    let partitioned = stack
-        .wait_slack(
-            "WARNING",
-            "EtcdMemberPartitioned",
-            Some(&name),
-            t0,
-            WARNING_1M,
-        )
-        .await;
-    let at_risk = stack
-        .wait_slack("WARNING", "EtcdQuorumAtRisk", None, t0, WARNING_1M)
-        .await;
+    let fired = member_warnings(&stack, "WARNING", "EtcdMemberPartitioned", &name, t0).await;
     // Its clients still reach it: a serializable read answers.
     let mut c = stack.cluster.client(i).await;
     c.get(
@@ -666,38 +638,17 @@ async fn member_partitioned_in_namespaces() {
 
     stack.cluster.heal(i);
     let t1 = Instant::now();
-    let resolved = stack
-        .wait_slack(
-            "RESOLVED",
-            "EtcdMemberPartitioned",
-            Some(&name),
-            t1,
-            WARNING_RESOLVED,
-        )
-        .await;
-    let at_risk_resolved = stack
-        .wait_slack("RESOLVED", "EtcdQuorumAtRisk", None, t1, WARNING_RESOLVED)
-        .await;
+    let resolved = member_warnings(&stack, "RESOLVED", "EtcdMemberPartitioned", &name, t1).await;
     stack
         .cluster
         .wait_all_have_leader(Duration::from_secs(60))
         .await;
     stack.assert_nothing_paged().await;
     eprintln!("{}", stack.report().await);
-    catalog(
+    catalog_member_warnings(
         "member cut off from its peers (clients still reach it)",
         "EtcdMemberPartitioned",
-        "warning",
-        "slack",
-        partitioned,
-        Some(resolved),
-    );
-    catalog(
-        "member cut off from its peers (clients still reach it)",
-        "EtcdQuorumAtRisk",
-        "warning",
-        "slack",
-        at_risk,
-        Some(at_risk_resolved),
+        fired,
+        resolved,
     );
 }
