@@ -166,3 +166,56 @@ pub fn parse_target(raw: &str) -> Result<AgentTarget, String> {
         url,
     })
 }
+
+/// How the exporter and ctl reach etcd-monitor's own agents and relay over HTTP(S): the
+/// CA their certificates are checked against (default: the system's roots) and the bearer
+/// token they want (`--monitor-cacert`, `--monitor-token-file`).
+#[derive(Debug, Clone, Default)]
+pub struct Components {
+    pub ca_pem: Option<Vec<u8>>,
+    pub token: Option<crate::secret::Secret>,
+}
+
+impl Components {
+    /// From the files of `--monitor-cacert` and `--monitor-token-file`, read and checked.
+    pub fn from_files(
+        cacert: Option<&std::path::Path>,
+        token_file: Option<&std::path::Path>,
+    ) -> Result<Self, crate::etcd::ConfigError> {
+        Ok(Components {
+            ca_pem: cacert
+                .map(|p| crate::etcd::read_ca_bundle("--monitor-cacert", p))
+                .transpose()?,
+            token: token_file
+                .map(|p| crate::etcd::read_token_file("--monitor-token-file", p, 1))
+                .transpose()?,
+        })
+    }
+
+    /// An HTTP client for the agents and the relay, with `timeout` per request.
+    pub fn client(&self, timeout: std::time::Duration) -> Result<reqwest::Client, reqwest::Error> {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy();
+        if let Some(ca) = &self.ca_pem {
+            b = b.tls_built_in_root_certs(false);
+            for cert in reqwest::Certificate::from_pem_bundle(ca)? {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        // The token was checked to be a valid header value at start.
+        let bearer = self.token.as_ref().and_then(|t| {
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.expose())).ok()
+        });
+        if let Some(mut value) = bearer {
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            b = b.default_headers(headers);
+        }
+        b.build()
+    }
+}

@@ -4,7 +4,6 @@
 //! filesystem).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use common::remote::{get_body, AgentTarget};
@@ -23,33 +22,6 @@ struct Snapshot {
 #[derive(Deserialize)]
 struct Filesystem {
     avail_bytes: u64,
-}
-
-/// A client for the agents: no redirects, the bearer token of `token_file` if given.
-pub fn client(token_file: Option<&Path>) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(path) = token_file {
-        let token = common::secret::read_secret_file(path)
-            .map_err(|e| format!("--monitor-token-file {}: {e}", path.display()))?;
-        let mut value =
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(
-                |_| {
-                    format!(
-                        "--monitor-token-file {}: not a valid header value",
-                        path.display()
-                    )
-                },
-            )?;
-        value.set_sensitive(true);
-        let headers = [(reqwest::header::AUTHORIZATION, value)]
-            .into_iter()
-            .collect();
-        b = b.default_headers(headers);
-    }
-    b.build()
-        .map_err(|e| format!("cannot build the agents' client: {e}"))
 }
 
 /// Free bytes on each member's data-dir filesystem, by member name (the name pinned in

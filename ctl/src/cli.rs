@@ -166,6 +166,10 @@ pub struct AgentArgs {
         value_parser = common::remote::parse_target
     )]
     pub agents: Vec<common::remote::AgentTarget>,
+    /// CA bundle (PEM) the agents' HTTPS certificates are checked against (default: the
+    /// system's roots).
+    #[arg(long, env = "ETCD_MONITOR_MONITOR_CACERT", value_name = "FILE")]
+    pub monitor_cacert: Option<PathBuf>,
     /// File holding the bearer token the agents want (their --auth-token-file).
     #[arg(long, env = "ETCD_MONITOR_MONITOR_TOKEN_FILE", value_name = "FILE")]
     pub monitor_token_file: Option<PathBuf>,
@@ -177,8 +181,14 @@ impl AgentArgs {
         if self.agents.is_empty() {
             return Ok(Default::default());
         }
-        let http =
-            agents::client(self.monitor_token_file.as_deref()).map_err(CliError::BadInput)?;
+        let components = common::remote::Components::from_files(
+            self.monitor_cacert.as_deref(),
+            self.monitor_token_file.as_deref(),
+        )
+        .map_err(|e| CliError::BadInput(e.to_string()))?;
+        let http = components
+            .client(Duration::from_secs(5))
+            .map_err(|e| CliError::BadInput(format!("--monitor-cacert: {e}")))?;
         Ok(
             agents::free_disk(&http, &self.agents, Duration::from_secs(5))
                 .await

@@ -303,41 +303,7 @@ fn load_clusters(
     Ok(clusters)
 }
 
-/// How the exporter reaches etcd-monitor's own agents and relay over HTTP(S).
-#[derive(Debug, Clone, Default)]
-pub struct Components {
-    pub ca_pem: Option<Vec<u8>>,
-    pub token: Option<common::secret::Secret>,
-}
-
-impl Components {
-    /// An HTTP client for the agents and the relay, with `timeout` per request.
-    pub fn client(&self, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy();
-        if let Some(ca) = &self.ca_pem {
-            b = b.tls_built_in_root_certs(false);
-            for cert in reqwest::Certificate::from_pem_bundle(ca)? {
-                b = b.add_root_certificate(cert);
-            }
-        }
-        // The token was checked to be a valid header value at start.
-        let bearer = self.token.as_ref().and_then(|t| {
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.expose())).ok()
-        });
-        if let Some(mut value) = bearer {
-            value.set_sensitive(true);
-            let mut headers = reqwest::header::HeaderMap::new();
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-            b = b.default_headers(headers);
-        }
-        b.build()
-    }
-}
+pub use common::remote::Components;
 
 fn invalid(flag: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -496,16 +462,10 @@ impl Config {
             // both tokens.
             http_security.tokens.push(b.clone());
         }
-        let components = Components {
-            ca_pem: match &args.monitor_cacert {
-                None => None,
-                Some(p) => Some(common::etcd::read_ca_bundle("--monitor-cacert", p)?),
-            },
-            token: match &args.monitor_token_file {
-                None => None,
-                Some(p) => Some(common::etcd::read_token_file("--monitor-token-file", p, 1)?),
-            },
-        };
+        let components = Components::from_files(
+            args.monitor_cacert.as_deref(),
+            args.monitor_token_file.as_deref(),
+        )?;
         Ok(Config {
             clusters,
             listen,

@@ -365,6 +365,20 @@ async fn bad_input_exits_2_naming_the_flag() {
         ),
         (vec!["lease", "grant", "0"], "TTL"),
         (vec!["defrag", "--rolling", "--if", "dbSize >"], "--if"),
+        (
+            vec!["defrag", "--rolling", "--agent", "m1=ftp://h:1"],
+            "--agent",
+        ),
+        (
+            vec![
+                "recover-nospace",
+                "--agent",
+                "http://127.0.0.1:1",
+                "--monitor-token-file",
+                "/nonexistent/token",
+            ],
+            "--monitor-token-file",
+        ),
     ] {
         let f = ctl("http://127.0.0.1:1", &args).await;
         assert_eq!(f.code, Some(2), "{args:?}: {}", f.stderr);
